@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo demo-quick test test-fast bench lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	# Request protos for TensorFlow Serving clients; its pinned `tensorflow` dependency would pull the
+	# full GPU wheel next to tensorflow-cpu, so it goes in without dependencies.
+	$(BIN)/pip install --quiet --no-deps 'tensorflow-serving-api>=2.21,<2.22'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/mvi-tf demo --out study
+
+demo-quick: install
+	$(BIN)/mvi-tf demo --out study-quick --quick
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench: install
+	$(BIN)/python -m bench --out BENCHMARKS.md
+
+lint: install
+	$(BIN)/ruff check mvi_tf data_prep tests bench
+
+clean:
+	rm -rf $(VENV) study study-quick .pytest_cache

@@ -1,0 +1,1 @@
+"""DICOM studies -> per-patient multiphase ROI stacks and tabular features -> sharded TFRecords."""
