@@ -1,0 +1,1 @@
+"""Benchmarks: each module has `run() -> dict` measuring ratios within one run on one machine."""

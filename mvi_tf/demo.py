@@ -1,0 +1,311 @@
+"""The main job end to end: cohort -> prepare -> train CT and MRI -> evaluate -> compare -> explain -> survival
+-> export -> predict -> report.
+
+`run_study` runs the pipeline on any cohort directory (a user's own data, or a synthetic one); `run_demo` first
+writes the bundled synthetic multi-centre cohort. Both are resumable: every stage records a fingerprint of its
+parameters and of the stages it read from in `<study>/stages/<stage>.json`; a rerun skips a finished stage whose
+fingerprint is unchanged and reruns everything downstream of a stage that changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("ct", "mri")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """Sizes and budgets of one end-to-end study run.
+
+    `dicom_image_size_px` is the synthetic DICOM matrix; `roi_image_size_px` the model input (ROI stack) size.
+    """
+
+    scale: float = 1.0
+    dicom_image_size_px: int = 128
+    roi_image_size_px: int = 64
+    epochs: int = 12
+    seed: int = 0
+    explain_max_patients: int = 40
+    workers: int | None = None
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "StudySettings":
+        """A few-minute run on a 2-core laptop: a small cohort, small images, few epochs."""
+        return cls(scale=0.12, dicom_image_size_px=96, roi_image_size_px=48, epochs=3, seed=seed,
+                   explain_max_patients=8)
+
+
+@dataclasses.dataclass
+class StudyLayout:
+    """Where each stage of a study writes (all under one directory)."""
+
+    root: Path
+    cohort_dir: Path | None = None
+
+    @property
+    def cohort(self) -> Path:
+        return self.cohort_dir if self.cohort_dir is not None else self.root / "cohort"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "tfrecords"
+
+    def run(self, modality: str) -> Path:
+        return self.root / "runs" / modality
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def compare(self) -> Path:
+        return self.root / "compare"
+
+    def explain(self, modality: str) -> Path:
+        return self.root / "explain" / modality
+
+    @property
+    def survival(self) -> Path:
+        return self.root / "survival"
+
+    @property
+    def saved_models(self) -> Path:
+        return self.root / "saved_models"
+
+    @property
+    def predict(self) -> Path:
+        return self.root / "predict"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+
+class _StageRunner:
+    """Runs named stages once; skips a stage whose fingerprint (parameters + upstream) is unchanged."""
+
+    def __init__(self, layout: StudyLayout, force: bool = False) -> None:
+        self.layout = layout
+        self.force = force
+        self.fingerprints: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        layout.stages.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, params: dict[str, Any], upstream: list[str], outputs: list[Path],
+                 fn: Callable[[], Any]) -> Any:
+        payload = json.dumps({"params": params, "upstream": [self.fingerprints[u] for u in upstream]},
+                             sort_keys=True, default=str)
+        fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        record = self.layout.stages / f"{name}.json"
+        if not self.force and record.exists() and all(p.exists() for p in outputs):
+            done = json.loads(record.read_text())
+            if done.get("fingerprint") == fingerprint:
+                log.info("stage %s: up to date (fingerprint %s), skipped", name, fingerprint)
+                self.fingerprints[name] = fingerprint
+                self.timings[name] = 0.0
+                return done.get("result")
+        log.info("stage %s: running", name)
+        record.unlink(missing_ok=True)
+        start = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - start
+        self.fingerprints[name] = fingerprint
+        self.timings[name] = elapsed
+        record.write_text(json.dumps({"fingerprint": fingerprint, "params": params, "seconds": elapsed,
+                                      "result": _jsonable(result)}, indent=2, default=str))
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    try:
+        json.dumps(value, default=str)
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _pick_holdout_patient(layout: StudyLayout) -> str:
+    """A prospective patient written for both modalities: the 'new patient' that `predict` is shown on."""
+    import pandas as pd
+
+    report = pd.read_csv(layout.records / "prepare_report.csv", dtype={"patient_id": str})
+    clinical = pd.read_csv(layout.cohort / "clinical.csv", dtype={"patient_id": str})
+    prospective = set(clinical.loc[clinical["cohort"] == "prospective", "patient_id"])
+    written = report[report["status"] == "written"]
+    both = [pid for pid, grp in written.groupby("patient_id")
+            if pid in prospective and set(grp["modality"]) >= set(MODALITIES)]
+    if not both:
+        raise RuntimeError("No prospective patient was prepared for both CT and MRI; cannot demonstrate predict.")
+    return sorted(both)[0]
+
+
+def _predict_holdout(layout: StudyLayout, patient_id: str, exports: dict[str, Any]) -> dict[str, Any]:
+    """Predict one held-out patient with every backend, from the cohort's DICOM folders, and check agreement."""
+    import pandas as pd
+
+    from mvi_tf.export import predict_patient
+
+    manifest = pd.read_csv(layout.cohort / "manifest.csv", dtype={"patient_id": str})
+    lesions = pd.read_csv(layout.cohort / "lesions.csv", dtype={"patient_id": str})
+    clinical = pd.read_csv(layout.cohort / "clinical.csv", dtype={"patient_id": str})
+    clinical_row = clinical[clinical["patient_id"] == patient_id].iloc[0].to_dict()
+    results: dict[str, Any] = {"patient_id": patient_id, "modalities": {}}
+    for modality in MODALITIES:
+        rows = manifest[(manifest["patient_id"] == patient_id) & (manifest["modality"] == modality)]
+        series = {r.phase: str(layout.cohort / r.series_dir) for r in rows.itertuples()}
+        lesion = lesions[(lesions["patient_id"] == patient_id) & (lesions["modality"] == modality)].iloc[0]
+        mask_path = lesion.get("mask_path")
+        kwargs: dict[str, Any] = dict(series=series, modality=modality, clinical=clinical_row,
+                                      run_dir=str(layout.run(modality)))
+        if isinstance(mask_path, str) and mask_path:
+            kwargs.update(mask_path=str(layout.cohort / mask_path), mask_phase=lesion["mask_phase"])
+        else:
+            kwargs.update(roi=(lesion["roi_center_x_mm"], lesion["roi_center_y_mm"], lesion["roi_center_z_mm"],
+                               lesion["roi_side_mm"]))
+        export = exports[modality]
+        per_backend = {}
+        for backend, model_path in (("keras", export["keras_model"]), ("savedmodel", export["saved_model_dir"]),
+                                    ("tflite", export["tflite_float32"])):
+            out_dir = layout.predict / modality / backend
+            prediction = predict_patient(model_path, backend=backend, out_dir=str(out_dir), **kwargs)
+            per_backend[backend] = float(prediction["mvi_probability"])
+        spread = max(per_backend.values()) - min(per_backend.values())
+        results["modalities"][modality] = {"probabilities": per_backend, "max_abs_difference": spread}
+        if spread > 1e-4:
+            raise RuntimeError(f"Backends disagree for the held-out {modality} patient {patient_id}: {per_backend}")
+    layout.predict.mkdir(parents=True, exist_ok=True)
+    (layout.predict / "holdout_prediction.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettings | None = None,
+              force: bool = False, synthetic: bool | None = None) -> dict[str, Any]:
+    """Run every stage of the study on a cohort directory and write the HTML report.
+
+    Parameters
+    ----------
+    cohort_dir : path
+        A cohort directory in the documented format (manifest.csv, lesions.csv, clinical.csv).
+    out_dir : path
+        Study directory; every stage writes under it (see `StudyLayout`).
+    settings : StudySettings
+        Image sizes, epochs, seed.
+    force : bool
+        Rerun every stage even when its fingerprint is unchanged.
+    synthetic : bool, optional
+        Label the outputs as synthetic; default: true when the cohort has a `truth/` folder.
+    """
+    from data_prep.prepare import prepare_cohort
+    from mvi_tf.evaluation import compare_runs, evaluate_runs
+    from mvi_tf.explain import explain_run
+    from mvi_tf.export import export_run
+    from mvi_tf.report import build_report
+    from mvi_tf.survival import survival_analysis
+    from mvi_tf.training import train
+
+    settings = settings or StudySettings()
+    cohort_dir = Path(cohort_dir)
+    layout = StudyLayout(Path(out_dir), cohort_dir=cohort_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if synthetic is None:
+        synthetic = (cohort_dir / "truth").is_dir()
+    (layout.root / "study.json").write_text(json.dumps(
+        {"cohort_dir": str(cohort_dir.resolve()), "synthetic": bool(synthetic),
+         "settings": dataclasses.asdict(settings)}, indent=2))
+    stage = _StageRunner(layout, force=force)
+    cohort_fp = _cohort_fingerprint(cohort_dir)
+    stage.fingerprints["cohort"] = cohort_fp
+
+    stage("prepare", {"image_size": settings.roi_image_size_px, "workers": settings.workers}, ["cohort"],
+          [layout.records / "prepare_report.csv"],
+          lambda: prepare_cohort(layout.cohort, layout.records, image_size=settings.roi_image_size_px,
+                                 workers=settings.workers))
+    for modality in MODALITIES:
+        stage(f"train_{modality}", {"epochs": settings.epochs, "seed": settings.seed}, ["prepare"],
+              [layout.run(modality) / "cdlm.keras", layout.run(modality) / "predictions.csv"],
+              lambda m=modality: train(layout.records, m, layout.run(m), epochs=settings.epochs,
+                                       seed=settings.seed))
+    runs = [layout.run(m) for m in MODALITIES]
+    trained = [f"train_{m}" for m in MODALITIES]
+    stage("evaluate", {"synthetic": synthetic}, trained, [layout.evaluation],
+          lambda: evaluate_runs(runs, layout.evaluation, synthetic=synthetic))
+    stage("compare", {}, trained, [layout.compare],
+          lambda: compare_runs(layout.run("ct"), layout.run("mri"), layout.compare))
+    for modality in MODALITIES:
+        stage(f"explain_{modality}", {"max_patients": settings.explain_max_patients}, [f"train_{modality}"],
+              [layout.explain(modality) / "explain_summary.json"],
+              lambda m=modality: explain_run(layout.run(m), layout.records, layout.explain(m),
+                                             cohort_dir=layout.cohort, max_patients=settings.explain_max_patients))
+    stage("survival", {}, trained, [layout.survival],
+          lambda: survival_analysis(runs, layout.survival))
+    exports = {}
+    for modality in MODALITIES:
+        exports[modality] = stage(
+            f"export_{modality}", {}, [f"train_{modality}"], [layout.saved_models],
+            lambda m=modality: _fresh_export(layout, m, export_run))
+    holdout = _pick_holdout_patient(layout)
+    stage("predict", {"patient": holdout}, [f"export_{m}" for m in MODALITIES],
+          [layout.predict / "holdout_prediction.json"],
+          lambda: _predict_holdout(layout, holdout, exports))
+    report = build_report(layout.root)
+    timings = {k: round(v, 1) for k, v in stage.timings.items()}
+    (layout.root / "timings.json").write_text(json.dumps(timings, indent=2))
+    return {"study_dir": str(layout.root), "report": str(report), "timings_s": timings}
+
+
+def _cohort_fingerprint(cohort_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("manifest.csv", "lesions.csv", "clinical.csv"):
+        path = cohort_dir / name
+        if not path.exists():
+            raise FileNotFoundError(f"Cohort directory {cohort_dir} has no {name}; see README 'Cohort directory'.")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _fresh_export(layout: StudyLayout, modality: str, export_run: Callable[..., Any]) -> dict[str, Any]:
+    name = f"mvi-cdlm-{modality}"
+    # A retrained model gets a fresh model directory: versions of an older training run are not this study's.
+    shutil.rmtree(layout.saved_models / name, ignore_errors=True)
+    result = export_run(layout.run(modality), out_base=layout.saved_models, name=name, records_dir=layout.records)
+    return _jsonable(result)
+
+
+def run_demo(out_dir: str | Path = "study", quick: bool = False, seed: int = 0, force: bool = False,
+             settings: StudySettings | None = None) -> dict[str, Any]:
+    """Write the bundled synthetic multi-centre cohort, then run the whole study on it (`run_study`)."""
+    from data_prep.synthetic import generate_cohort
+
+    settings = settings or (StudySettings.quick(seed=seed) if quick else StudySettings(seed=seed))
+    layout = StudyLayout(Path(out_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    runner = _StageRunner(layout, force=force)
+    runner("synth", {"seed": settings.seed, "scale": settings.scale, "image_size": settings.dicom_image_size_px},
+           [], [layout.cohort / "clinical.csv"],
+           lambda: _fresh_cohort(layout, settings, generate_cohort))
+    result = run_study(layout.cohort, layout.root, settings=settings, force=force, synthetic=True)
+    result["timings_s"] = {"synth": round(runner.timings["synth"], 1), **result["timings_s"]}
+    (layout.root / "timings.json").write_text(json.dumps(result["timings_s"], indent=2))
+    return result
+
+
+def _fresh_cohort(layout: StudyLayout, settings: StudySettings, generate_cohort: Callable[..., Any]) -> Any:
+    shutil.rmtree(layout.cohort, ignore_errors=True)
+    return generate_cohort(layout.cohort, seed=settings.seed, scale=settings.scale,
+                           image_size=settings.dicom_image_size_px, workers=settings.workers)
