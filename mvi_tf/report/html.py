@@ -169,7 +169,7 @@ def build_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
     body = ""
     if survival.is_dir():
         body += "".join(_csv(p) for p in sorted(survival.glob("*.csv")))
-        body += _figures(survival.glob("*.png"))
+        body += _figures(survival.rglob("*.png"))
     parts.append(_section("Survival: Kaplan-Meier, log-rank and Cox", body or _missing("survival")))
 
     body = ""
