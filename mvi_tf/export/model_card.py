@@ -1,0 +1,302 @@
+"""Run-directory metadata and the model card written next to every exported SavedModel version.
+
+The card (``model_card.json`` + ``model_card.md``) is also what ``mvi-tf predict`` reads to rebuild the exact
+input contract of an exported model: phases, image size, the ordered tabular features and the schema whose
+encoding and scaling turn a patient's clinical values into the ``tabular`` vector.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CARD_JSON = "model_card.json"
+CARD_MD = "model_card.md"
+
+INTENDED_USE = (
+    "Research use: estimating the probability of microvascular invasion (MVI) of a solitary hepatocellular "
+    "carcinoma before resection, from multiphase CT or gadoxetic-acid MRI plus clinical and radiological "
+    "values, as in Wei et al., Cancers 2021. Not validated for treatment decisions."
+)
+NOT_A_DEVICE = (
+    "This model is NOT a medical device. It has no regulatory clearance and must not be used to diagnose, "
+    "treat or manage any patient."
+)
+SYNTHETIC_BANNER = (
+    "SYNTHETIC DATA: this model was trained and evaluated on a generated synthetic cohort. Its metrics say "
+    "nothing about performance on real patients."
+)
+INT8_NOTE = (
+    "The int8 TFLite model has int8 weights and activations but a float32 input/output interface: feed the same "
+    "float32 images in [0, 1] and the same scaled tabular vector as every other backend."
+)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Run file {path} is not valid JSON: {err}") from err
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """Read the files of a training run directory that export and predict need.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory (docs/architecture.md "Run directory").
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``keras_model`` (path), ``schema``, ``selected`` (ordered tabular features),
+        ``threshold`` (CDLM Youden threshold), ``metrics``, ``config`` (dict or None), ``feature_selection``.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run directory not found: {run_dir}")
+    required = ["cdlm.keras", "schema.json", "feature_selection.json", "thresholds.json"]
+    missing = [name for name in required if not (run_dir / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"Run directory {run_dir} lacks {missing} (written by `mvi-tf train`).")
+    feature_selection = _read_json(run_dir / "feature_selection.json")
+    if "selected" not in feature_selection:
+        raise ValueError(f"{run_dir / 'feature_selection.json'} has no 'selected' feature list.")
+    thresholds = _read_json(run_dir / "thresholds.json")
+    if "cdlm" not in thresholds:
+        raise ValueError(f"{run_dir / 'thresholds.json'} has no 'cdlm' threshold. Received keys: {sorted(thresholds)}")
+    threshold = thresholds["cdlm"]
+    if isinstance(threshold, dict):
+        threshold = threshold.get("threshold")
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"CDLM threshold must lie in [0, 1]. Received: threshold={threshold}")
+    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
+    config = None
+    if (run_dir / "config.yaml").exists():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {
+        "run_dir": run_dir,
+        "keras_model": run_dir / "cdlm.keras",
+        "schema": _read_json(run_dir / "schema.json"),
+        "selected": [str(f) for f in feature_selection["selected"]],
+        "feature_selection": feature_selection,
+        "threshold": threshold,
+        "metrics": metrics,
+        "config": config,
+    }
+
+
+def schema_modality(schema: dict) -> str | None:
+    """The modality recorded in a records schema, if any."""
+    value = schema.get("modality")
+    return str(value) if value else None
+
+
+def schema_features(schema: dict) -> list[dict]:
+    """Return one entry per encoded tabular feature, in the order of the records' ``tabular`` vector.
+
+    Reads the data_prep layout (``schema["tabular"]["columns"]``, each column expanding to one or more
+    ``features`` with its encoding and fitted scaling; order given by ``feature_names``).
+    """
+    tabular = schema.get("tabular", schema)
+    if not isinstance(tabular, dict) or "feature_names" not in tabular:
+        raise ValueError(f"Schema has no tabular 'feature_names'. Received keys: {sorted(tabular)}")
+    by_feature: dict[str, dict] = {}
+    for column in tabular.get("columns", []):
+        for feature in column.get("features", [column.get("name")]):
+            entry = {"name": feature, "column": column.get("name"), "kind": column.get("kind")}
+            for key in ("unit", "scaling", "cutoffs", "levels"):
+                if column.get(key) is not None:
+                    entry[key] = column[key]
+            by_feature[feature] = entry
+    return [by_feature.get(name, {"name": name}) for name in tabular["feature_names"]]
+
+
+def schema_feature_names(schema: dict) -> list[str]:
+    """Names of the encoded tabular features, in the order of the records' ``tabular`` vector."""
+    return [entry["name"] for entry in schema_features(schema)]
+
+
+def selected_indices(schema: dict, selected: list[str]) -> list[int]:
+    """Positions of the ``selected`` features in the schema's full tabular vector (raises naming a missing one)."""
+    names = schema_feature_names(schema)
+    unknown = [f for f in selected if f not in names]
+    if unknown:
+        raise ValueError(f"Selected tabular features {unknown} are not in the schema. Schema features: {names}")
+    return [names.index(f) for f in selected]
+
+
+def cohort_summary(run_dir: Path, schema: dict) -> dict:
+    """Patients, MVI-positive count and centres per split of the run's ``predictions.csv`` (training data only:
+    ``train`` and ``val``; prospective patients are evaluation data and are left out)."""
+    import pandas as pd
+
+    summary: dict[str, Any] = {}
+    tabular = schema.get("tabular", {})
+    if "n_fit" in tabular:
+        summary["tabular_scaling_fitted_on"] = f"{tabular.get('fitted_on', 'train')} cohort, n={tabular['n_fit']}"
+    path = Path(run_dir) / "predictions.csv"
+    if not path.exists():
+        summary["splits"] = "predictions.csv not found in the run directory"
+        return summary
+    frame = pd.read_csv(path, dtype={"patient_id": str})
+    if "split" not in frame:
+        return summary
+    for split in ("train", "val"):
+        part = frame[frame["split"] == split]
+        entry: dict[str, Any] = {"n": len(part)}
+        if "label" in part:
+            entry["n_mvi"] = int(part["label"].sum())
+        if "centre" in part:
+            entry["centres"] = sorted(str(c) for c in part["centre"].dropna().unique())
+        summary[split] = entry
+    return summary
+
+
+def build_model_card(
+    *,
+    name: str,
+    version: int,
+    modality: str,
+    phases: list[str],
+    image_size: int,
+    run: dict[str, Any],
+    signature: dict,
+    tflite: dict[str, Any],
+    parity: dict[str, Any],
+    synthetic: bool,
+) -> dict[str, Any]:
+    """Assemble the model card as a JSON-serialisable dict (see module docstring for what it is used for)."""
+    schema = run["schema"]
+    by_name = {entry["name"]: entry for entry in schema_features(schema)}
+    tabular = [{**by_name.get(f, {"name": f}), "position": i} for i, f in enumerate(run["selected"])]
+    return {
+        "name": name,
+        "version": int(version),
+        "model": "CDLM (combined deep-learning model: per-phase ResNet18 signatures + clinical/radiological)",
+        "modality": modality,
+        "phases": list(phases),
+        "image_size": int(image_size),
+        "image_input": "float32 (batch, S, S, 3) in [0, 1]: three contiguous axial slices of the tumour ROI after "
+        "per-phase windowing; ImageNet mean/std normalisation happens inside the model",
+        "tabular_features": list(run["selected"]),
+        "tabular_encoding": tabular,
+        "threshold": float(run["threshold"]),
+        "threshold_rule": "Youden index on the training split (thresholds.json 'cdlm')",
+        "signature": signature,
+        "metrics": run["metrics"],
+        "training_cohort": cohort_summary(run["run_dir"], schema),
+        "tflite": tflite,
+        "parity": parity,
+        "synthetic": bool(synthetic),
+        "intended_use": INTENDED_USE,
+        "not_a_medical_device": NOT_A_DEVICE,
+        "schema": schema,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """Render the card as Markdown for people (the JSON stays the machine-readable copy)."""
+    lines = [f"# Model card: {card['name']} (version {card['version']})", ""]
+    if card["synthetic"]:
+        lines += [f"> **{SYNTHETIC_BANNER}**", ""]
+    lines += [f"> **{NOT_A_DEVICE}**", "", "## Intended use", "", card["intended_use"], ""]
+    lines += [
+        "## Inputs",
+        "",
+        f"- Modality: `{card['modality']}`; phases (one input each, named after the phase): "
+        + ", ".join(f"`{p}`" for p in card["phases"]),
+        f"- Images: {card['image_input']}; S = {card['image_size']}",
+        f"- `tabular`: float32 (batch, {len(card['tabular_features'])}), features in this order:",
+        "",
+        "| position | feature | encoding / scaling |",
+        "| --- | --- | --- |",
+    ]
+    for entry in card["tabular_encoding"]:
+        extra = {k: v for k, v in entry.items() if k not in ("name", "position")}
+        lines.append(f"| {entry['position']} | `{entry['name']}` | {json.dumps(extra, default=str) if extra else '-'} |")
+    lines += ["", "## Outputs", ""]
+    for out_name, spec in card["signature"].get("outputs", {}).items():
+        lines.append(f"- `{out_name}`: {spec['dtype']} {spec['shape']}")
+    lines += [
+        "",
+        f"Predicted group: MVI-positive when `mvi_probability` >= {card['threshold']:.4f} ({card['threshold_rule']}).",
+        "",
+        "## Training cohort",
+        "",
+        "```json",
+        json.dumps(card["training_cohort"], indent=2, default=str) if card["training_cohort"] else "{}",
+        "```",
+        "",
+        "## Metrics",
+        "",
+        "```json",
+        json.dumps(card["metrics"], indent=2, default=str) if card["metrics"] else "{}",
+        "```",
+        "",
+        "## Export parity",
+        "",
+        "| check | value | limit |",
+        "| --- | --- | --- |",
+    ]
+    for key, item in card["parity"].items():
+        if isinstance(item, dict) and "value" in item:
+            lines.append(f"| {key} | {_fmt(item.get('value'))} | {_fmt(item.get('limit'))} |")
+    auc = card["parity"].get("validation_auc")
+    lines += ["", f"Parity inputs: {card['parity'].get('data', 'n/a')}."]
+    if isinstance(auc, dict):
+        lines.append(f"Validation-split AUC (n={auc['n']}): "
+                     + ", ".join(f"{m} {_fmt(auc.get(m))}" for m in ("float32", "dynamic", "int8") if m in auc)
+                     + " (target: quantised within 0.01 of float32).")
+    elif auc:
+        lines.append(f"Validation-split AUC: {auc}.")
+    lines += ["", "## TFLite models", "", INT8_NOTE, ""]
+    for mode, info in card["tflite"].items():
+        if isinstance(info, dict):
+            lines.append(f"- `{mode}`: `{info.get('file')}` ({_fmt(info.get('bytes'))} bytes)")
+        else:
+            lines.append(f"- {mode}: {info}")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(card: dict[str, Any], version_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``model_card.json`` and ``model_card.md`` into ``version_dir``; returns both paths."""
+    version_dir = Path(version_dir)
+
+    def _default(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"Not JSON serialisable in model card: {type(value)}")
+
+    json_path = version_dir / CARD_JSON
+    json_path.write_text(json.dumps(card, indent=2, default=_default))
+    md_path = version_dir / CARD_MD
+    md_path.write_text(render_markdown(card))
+    return json_path, md_path
+
+
+def read_model_card(path: str | Path) -> dict[str, Any]:
+    """Read a ``model_card.json`` (given the file or the version folder holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"No model card at {path}; export the model with `mvi-tf export`.")
+    return json.loads(path.read_text())
