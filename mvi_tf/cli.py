@@ -97,3 +97,331 @@ def report(study_dir: str, out_path: str | None) -> None:
     from mvi_tf.report import build_report
 
     click.echo(f"Report written to {build_report(study_dir, out_path)}")
+
+
+# --- evaluate / compare: Table 3, ROC and decision curves, subgroups, CT vs MRI head-to-head ---------------
+@main.command()
+@click.option("--run", "run_dirs", type=click.Path(exists=True, file_okay=False), multiple=True, required=True,
+              help="Run directory written by `mvi-tf train` (repeat: one per modality, e.g. the CT and MRI runs).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for table3.csv/.md, performance.csv, subgroups, ROC/decision-curve PNGs, JSON.")
+@click.option("--synthetic/--no-synthetic", default=None,
+              help="Label outputs as synthetic data (default: read the runs' metrics.json/config.yaml flags).")
+@click.option("--subgroup-model", default="cdlm", show_default=True,
+              help="Score column stratified by age, sex, AFP and tumour size.")
+@click.option("--age-cutoff", type=float, default=60.0, show_default=True,
+              help="Age in years splitting the age strata (<= vs >).")
+def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, subgroup_model: str,
+             age_cutoff: float) -> None:
+    """Table 3 (SEN/SPE/ACC at the training Youden threshold, AUC with DeLong 95% CI), ROC and decision
+    curves and the stratified analysis, for the training and prospective validation cohorts."""
+    from mvi_tf.evaluation import evaluate_runs
+
+    result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
+                           age_cutoff=age_cutoff)
+    label = f" [{result['data_label']}]" if result["data_label"] else ""
+    for row in result["performance"]:
+        if row["model"] == "cdlm" and row["cohort"] in ("training", "prospective") and row["auc"] is not None:
+            click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {row['auc']:.3f} "
+                       f"({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f}){label}")
+    click.echo(f"Evaluation written to {result['out_dir']} ({len(result['files'])} files)")
+
+
+@main.command()
+@click.option("--ct-run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Run directory of the CT model.")
+@click.option("--mri-run", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Run directory of the MRI model.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for head_to_head.json/.md and the ROC and decision-curve PNGs.")
+@click.option("--model", default="cdlm", show_default=True, help="Score column compared between the runs.")
+@click.option("--cohort", type=click.Choice(["prospective", "training", "internal_validation"]),
+              default="prospective", show_default=True, help="Patients compared (those present in both runs).")
+def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) -> None:
+    """CT vs MRI head-to-head on patients with both examinations: paired DeLong test of the AUCs, McNemar
+    tests of sensitivity and specificity, decision curves and where each model has the higher net benefit."""
+    from mvi_tf.evaluation import compare_runs
+
+    r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
+    label = f" [{r['data_label']}]" if r["data_label"] else ""
+    auc = r["auc"]
+    click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {auc['ct']:.3f} vs "
+               f"{auc['mri']:.3f} (DeLong p = {auc['delong_p_value']}), SEN p = {r['sensitivity']['mcnemar_p_value']}, "
+               f"SPE p = {r['specificity']['mcnemar_p_value']}")
+    click.echo(f"Head-to-head written to {r['out_dir']}")
+
+
+# --- survival (issue 7) -----------------------------------------------------------------------------------
+@main.command("survival")
+@click.option("--run", "run_dirs", multiple=True, required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Run directory (predictions.csv, thresholds.json); repeat for CT and MRI runs.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Directory for survival.json, survival_table.csv/.md and the Kaplan-Meier PNGs.")
+@click.option("--cohort", type=click.Choice(["prospective", "train", "all"]), default="prospective",
+              show_default=True, help="Patients analysed: the prospective cohort (as in the paper), train, or all.")
+def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
+    """Prognostic analysis: Kaplan-Meier, log-rank and Cox regression of PFS and OS by CDLM-predicted MVI
+    (training Youden threshold) next to histopathological MVI, with median follow-up (reverse Kaplan-Meier)."""
+    from mvi_tf.survival import survival_analysis
+
+    try:
+        result = survival_analysis(list(run_dirs), out_dir, cohorts=(cohort,))
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    label = " [SYNTHETIC DATA]" if result["synthetic"] else ""
+    for analysis in result["analyses"]:
+        if "error" in analysis:
+            click.echo(f"{analysis['modality_name']} {analysis['endpoint'].upper()}: {analysis['error']}")
+            continue
+        parts = []
+        for key in ("predicted", "histopathology"):
+            logrank, cox = analysis[key]["logrank"], analysis[key]["cox"]
+            p = f"p = {logrank['p_value']:.3g}" if "p_value" in logrank else "p n/a"
+            hr = f", HR {cox['hazard_ratio']:.2f}" if cox.get("hazard_ratio") is not None else ""
+            parts.append(f"{key} log-rank {p}{hr}")
+        click.echo(f"{analysis['modality_name']} {analysis['endpoint'].upper()} ({analysis['n']} patients, "
+                   f"{analysis['events']} events): " + "; ".join(parts) + label)
+    click.echo(f"Survival analysis written to {out_dir}")
+
+
+# --- prepare (issue 3) ------------------------------------------------------------------------------------
+@main.command("prepare")
+@click.option("--cohort", "cohort_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Cohort directory holding manifest.csv, lesions.csv and clinical.csv.")
+@click.option("--out", "out_dir", default="tfrecords", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Output directory for the TFRecords.")
+@click.option("--phases", "phases", multiple=True, metavar="MODALITY=PHASE,...[;MODALITY=...]",
+              help="Phase set per modality, e.g. 'ct=arterial,equilibrium'; replaces only the modalities named. "
+                   "Repeatable. Defaults: ct=plain,arterial,portal; mri=t2,arterial,portal,transitional,"
+                   "hepatobiliary.")
+@click.option("--image-size", default=64, show_default=True, type=click.IntRange(8, 1024),
+              help="Side of the ROI stacks in pixels.")
+@click.option("--margin-mm", default=10.0, show_default=True, type=click.FloatRange(0.0, 200.0),
+              help="Margin around the tumour's bounding square, in mm.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any patient is skipped.")
+@click.option("--workers", default=None, type=click.IntRange(1, 256),
+              help="Worker processes (default: CPU count, at most 8).")
+def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: int, margin_mm: float,
+            strict: bool, workers: int | None) -> None:
+    """DICOM series + tumour masks + clinical table -> multiphase ROI stacks -> TFRecords."""
+    from data_prep.config import parse_phases
+    from data_prep.prepare import PrepareError, prepare_cohort
+
+    try:
+        phase_map = parse_phases(list(phases) or None)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--phases") from None
+    try:
+        result = prepare_cohort(cohort_dir, out_dir, phases=phase_map, image_size=image_size,
+                                margin_mm=margin_mm, strict=strict, workers=workers)
+    except PrepareError as err:
+        for patient_id, modality, reason in err.result.skipped:
+            click.echo(f"skipped: {reason}", err=True)
+        raise click.ClickException(str(err)) from None
+    for patient_id, modality, reason in result.skipped:
+        click.echo(f"skipped: {reason}", err=True)
+    click.echo(f"{result.n_written} written, {result.n_skipped} skipped -> {result.out_dir} "
+               f"(report: {result.report_path})")
+
+
+# --- train (issue 4) --------------------------------------------------------------------------------------
+@main.command("train")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="TFRecords directory written by `mvi-tf prepare`.")
+@click.option("--modality", required=True, type=click.Choice(["ct", "mri"]), help="Which records to train on.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run directory (rerunning into it resumes unfinished stages).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="YAML overriding the default config (sections data / model / train).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="torchvision ResNet18 state dict (.pth or .npz) for every phase branch.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per stage.")
+@click.option("--image-size", type=click.IntRange(min=32), help="Model input side in pixels (resizes records).")
+@click.option("--seed", type=int, help="Seed of split, initialisation, shuffling and augmentation.")
+@click.option("--deterministic", is_flag=True, default=None, help="Enable TensorFlow op determinism.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
+              help="tf.distribute strategy (multiworker reads TF_CONFIG).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
+@click.option("--mixed-precision", is_flag=True, default=None, help="mixed_float16 compute (GPUs).")
+@click.option("--xla", is_flag=True, default=None, help="XLA-compile the training step.")
+def train_command(data_dir: str, modality: str, out_dir: str, config_path: str | None, weights: str | None,
+                  epochs: int | None, image_size: int | None, seed: int | None, deterministic: bool | None,
+                  strategy: str | None, batch_size: int | None, mixed_precision: bool | None,
+                  xla: bool | None) -> None:
+    """Train the per-phase signatures, the fusion model and the combined model (CDLM) into RUN_DIR."""
+    import logging
+
+    from mvi_tf.training import train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = train(data_dir, modality, out_dir, config=config_path, weights=weights, epochs=epochs,
+                   image_size=image_size, seed=seed, deterministic=deterministic or None, strategy=strategy,
+                   batch_size=batch_size, mixed_precision=mixed_precision or None, xla=xla or None)
+    if result.metrics:
+        auc = result.metrics["auc"]["cdlm"]
+        label = " [SYNTHETIC DATA]" if result.metrics.get("synthetic") else ""
+        shown = ", ".join(f"{split} {value:.3f}" for split, value in auc.items() if value is not None)
+        click.echo(f"CDLM AUC: {shown}{label}")
+    click.echo(f"Run written to {result.run_dir} (final model {result.model_path})")
+
+
+# --- synth: synthetic multi-centre cohort in genuine DICOM ------------------------------------------------
+@main.command("synth")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+    help="Cohort directory to write (manifest.csv, lesions.csv, clinical.csv, dicom/, masks/, truth/). "
+    "Created if missing; an older synthetic cohort there is replaced, an identical one is kept.",
+)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Master seed: the same seed gives byte-identical images, masks and tables.")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Fraction of the paper's cohort: 1 = 750 patients (CT training 156 + 150, MRI training "
+              "207 + 122, prospective 115 with both CT and MRI); every centre keeps >= 2 patients per label.")
+@click.option("--image-size", default=256, show_default=True, type=click.IntRange(64, 512),
+              help="DICOM matrix in pixels (rows = columns), 64..512; pixel spacing = scanner FOV / size.")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Worker processes rendering patients in parallel [default: CPU count; 0 or 1: serial].")
+def synth(out_dir: str, seed: int, scale: float, image_size: int, workers: int | None) -> None:
+    """Write a synthetic multi-centre HCC cohort (CT and EOB-MRI) in genuine DICOM, with known truth."""
+    from data_prep.synthetic import generate_cohort
+
+    summary = generate_cohort(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers)
+    status = "kept existing" if summary.reused else f"wrote {summary.n_files} DICOM files in {summary.seconds:.0f} s"
+    click.echo(f"Synthetic cohort in {summary.out_dir}: {summary.n_patients} patients ({status})")
+    for centre, n in summary.per_centre.items():
+        click.echo(f"  {centre}: {n} patients, MVI rate {summary.mvi_rate[centre]:.2f}")
+    for modality in ("ct", "mri"):
+        aucs = summary.bayes_auc.get(modality, {})
+        click.echo(f"  Bayes-optimal AUC {modality}: train {aucs.get('train')}, prospective {aucs.get('prospective')}")
+
+
+# --- export / predict: SavedModel for TF Serving, TFLite, one new patient --------------------------------
+@main.command("export")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Training run directory (cdlm.keras, schema.json, feature_selection.json, thresholds.json).")
+@click.option("--out", "out_base", default="saved_models", show_default=True, type=click.Path(file_okay=False),
+              help="Model base folder: writes OUT/NAME/VERSION/, OUT/models.config and OUT/NAME-*.tflite.")
+@click.option("--name", default=None, help="Model name [default: mvi-cdlm-<modality>].")
+@click.option("--data", "records_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="TFRecords folder (mvi-tf prepare): calibrates int8 and measures quantised AUC on validation.")
+@click.option("--no-tflite", is_flag=True, help="Write the SavedModel only.")
+def export_command(run_dir: str, out_base: str, name: str | None, records_dir: str | None, no_tflite: bool) -> None:
+    """Export a run's CDLM as a versioned SavedModel (TF Serving) and float32/dynamic/int8 TFLite models."""
+    from mvi_tf.export import export_run
+
+    result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
+    click.echo(f"SavedModel {result.name} version {result.version}: {result.saved_model_dir}")
+    click.echo(f"TF Serving config: {result.models_config}; model card: {result.model_card_md}")
+    for path in (result.tflite_float32, result.tflite_dynamic, result.tflite_int8):
+        if path is not None:
+            click.echo(f"TFLite: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    for key, item in result.parity.items():
+        if isinstance(item, dict) and "value" in item:
+            click.echo(f"  {key}: {item['value']}")
+
+
+def _parse_series(values: tuple[str, ...]) -> dict[str, str]:
+    series: dict[str, str] = {}
+    for value in values:
+        phase, sep, folder = value.partition("=")
+        if not sep or not phase or not folder:
+            raise click.BadParameter(f"expected PHASE=DIR. Received: {value!r}", param_hint="--series")
+        if phase in series:
+            raise click.BadParameter(f"phase {phase!r} given twice. Received: {value!r}", param_hint="--series")
+        series[phase] = folder
+    return series
+
+
+def _parse_roi(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise click.BadParameter(f"expected X,Y,Z,SIDE in mm. Received: {value!r}", param_hint="--roi")
+    return parts  # type: ignore[return-value]
+
+
+@main.command("predict")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True),
+              help="SavedModel version (or base) folder, .tflite file or .keras file.")
+@click.option("--backend", default="savedmodel", show_default=True,
+              type=click.Choice(["savedmodel", "tflite", "keras"]))
+@click.option("--series", multiple=True, required=True, metavar="PHASE=DIR",
+              help="DICOM series folder of one phase; repeat for every phase of the model.")
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False), help="Tumour mask (SEG/NIfTI).")
+@click.option("--mask-phase", default=None, help="Phase the mask was drawn on.")
+@click.option("--roi", default=None, metavar="X,Y,Z,SIDE", help="Square ROI in patient coordinates (mm).")
+@click.option("--clinical", required=True, help="Clinical values: JSON text, a .json file or a one-row .csv file.")
+@click.option("--modality", type=click.Choice(["ct", "mri"]), default=None, help="Checked against the model.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Training run directory (enables the Grad-CAM overlay).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write prediction.json (and gradcam.png) here.")
+def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask_path: str | None,
+                    mask_phase: str | None, roi: str | None, clinical: str, modality: str | None,
+                    run_dir: str | None, out_dir: str | None) -> None:
+    """Predict MVI for one new patient: probability, group at the model's threshold, per-phase signatures."""
+    import json
+
+    from mvi_tf.export import PredictError, predict_patient, read_clinical
+
+    if mask_path is not None and roi is not None:
+        raise click.UsageError("Give either --mask/--mask-phase or --roi, not both.")
+    try:
+        result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
+                                 mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
+                                 backend=backend, run_dir=run_dir, out_dir=out_dir)
+    except (PredictError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(json.dumps(result, indent=2))
+
+
+# --- explain: Grad-CAM attention maps scored against known invasion sites -----------------------------------
+@main.command("explain")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Training run directory (cdlm.keras, schema.json, feature_selection.json).")
+@click.option("--data", "records_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="TFRecords directory written by `mvi-tf prepare` (holds prepare_report.csv).")
+@click.option("--cohort", "cohort_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Cohort directory: maps are placed on its DICOM slices and scored against truth/invasion.")
+@click.option("--patients", multiple=True, metavar="ID",
+              help="Patient ID to explain; repeat the option (or separate IDs by spaces). Default: all.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--method", default="gradcam", show_default=True, type=click.Choice(["gradcam", "gradcam++"]),
+              help="Class activation map method (tf-keras-vis).")
+@click.option("--max-patients", default=None, type=click.IntRange(min=1),
+              help="Explain at most N patients (MVI-positive first).")
+@click.option("--cohorts", default="prospective", show_default=True,
+              type=click.Choice(["prospective", "train", "all"]), help="Which cohort's records to explain.")
+@click.option("--tolerance-mm", default=5.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Peritumoral ring around the invasion sector that still counts as a pointing-game hit.")
+@click.option("--randomisation", default="full", show_default=True, type=click.Choice(["full", "cascading"]),
+              help="Weight randomisation of the sanity-check baseline (Adebayo et al. 2018).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the weight randomisation.")
+def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, patients: tuple[str, ...],
+                    out_dir: str, method: str, max_patients: int | None, cohorts: str, tolerance_mm: float,
+                    randomisation: str, seed: int) -> None:
+    """Grad-CAM maps per phase: overlays, raw maps, feature pattern maps and localisation scores."""
+    import json
+
+    from mvi_tf.explain import explain_run
+
+    ids = [p for value in patients for p in value.split()] or None
+    try:
+        summary = explain_run(run_dir, records_dir, out_dir, cohort_dir=cohort_dir, patients=ids,
+                              cohorts=None if cohorts == "all" else (cohorts,), max_patients=max_patients,
+                              method=method, tolerance_mm=tolerance_mm, randomisation=randomisation, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(json.dumps({k: summary[k] for k in ("modality", "method", "n_patients", "n_mvi_positive")}))
+    localisation = summary.get("localisation") or {}
+    for phase in localisation.get("phase_ranking", []):
+        row = localisation["per_phase"][phase]
+        click.echo(f"  {phase}: hit rate {row['hit_rate']:.2f} (centre {row['centre_baseline']['hit_rate']:.2f}, "
+                   f"randomised {row['randomised_weights']['hit_rate']:.2f}, chance {row['chance']:.2f}), "
+                   f"energy {row['energy_fraction']:.2f}, n={row['n']}")
+    click.echo(f"summary: {out_dir}/explain_summary.json")
