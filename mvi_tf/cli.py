@@ -349,7 +349,8 @@ def _parse_roi(value: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True),
               help="SavedModel version (or base) folder, .tflite file or .keras file.")
 @click.option("--backend", default="savedmodel", show_default=True,
-              type=click.Choice(["savedmodel", "tflite", "keras"]))
+              type=click.Choice(["savedmodel", "tflite", "keras"]),
+              help="Runtime: TensorFlow SavedModel (as TF Serving), TFLite (ai_edge_litert) or the Keras model.")
 @click.option("--series", multiple=True, required=True, metavar="PHASE=DIR",
               help="DICOM series folder of one phase; repeat for every phase of the model.")
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False), help="Tumour mask (SEG/NIfTI).")

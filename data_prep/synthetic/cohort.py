@@ -16,8 +16,9 @@ Output (docs/architecture.md, "Cohort directory")::
 Mask phases: CT ``portal``; MRI ``hepatobiliary`` (where HCC is most conspicuous on EOB-MRI). Centres C1 and C5
 store tumour masks as DICOM-SEG, C2-C4 as NIfTI. Centre C4 keeps all series of a study in one folder (the
 manifest's ``series_uid`` picks the phase); C4 and C5 give each phase its own field of view, slice spacing and
-table position. The prospective centre's ``clinical.csv`` radiological columns hold the MRI reading; the CT
-reading of the same patient is in ``truth/readings.csv``.
+table position. The prospective centre's patients have both modalities: their plain radiological columns hold the
+MRI reading and ``ct_``-prefixed columns (``ct_margin``) the CT reading, which data_prep uses for the CT records;
+``truth/readings.csv`` lists every reading.
 """
 
 from __future__ import annotations
@@ -184,18 +185,31 @@ def cohort_tables(patients: list[Phenotype]) -> dict[str, pd.DataFrame]:
         ``clinical`` (the ``clinical.csv`` contract), ``truth`` (``truth/patients.csv``) and ``readings``.
     """
     clinical, truth, readings = [], [], []
+    ct_columns: list[str] = []
     for p in patients:
         reading_modality = "mri" if "mri" in p.modalities else "ct"
         row = {"patient_id": p.patient_id, "centre": p.centre, "cohort": p.cohort, "mvi": p.mvi}
         row.update(p.clinical)
         row.update(p.readings[reading_modality])
         row.update(p.outcome)
-        clinical.append({c: row[c] for c in CLINICAL_COLUMNS})
+        record = {c: row[c] for c in CLINICAL_COLUMNS}
+        if reading_modality == "mri" and "ct" in p.modalities:
+            # Both modalities: the CT reading goes in ct_-prefixed columns (data_prep's per-modality override).
+            for column, value in p.readings["ct"].items():
+                if value == "" or value is None:
+                    continue  # no CT reading of this descriptor (hepatobiliary signs are MRI-only)
+                record[f"ct_{column}"] = value
+                if f"ct_{column}" not in ct_columns:
+                    ct_columns.append(f"ct_{column}")
+        clinical.append(record)
         truth.extend(_truth_rows(p))
         for modality in p.modalities:
             readings.append({"patient_id": p.patient_id, "modality": modality, **p.readings[modality]})
+    clinical_frame = pd.DataFrame(clinical, columns=list(CLINICAL_COLUMNS) + ct_columns)
+    if "ct_tumour_number" in clinical_frame:
+        clinical_frame["ct_tumour_number"] = clinical_frame["ct_tumour_number"].astype("Int64")
     return {
-        "clinical": pd.DataFrame(clinical, columns=list(CLINICAL_COLUMNS)),
+        "clinical": clinical_frame,
         "truth": pd.DataFrame(truth),
         "readings": pd.DataFrame(readings),
     }

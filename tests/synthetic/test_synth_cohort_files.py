@@ -62,7 +62,12 @@ def test_tables_follow_the_contract(cohort):
     assert tuple(pd.read_csv(out / "manifest.csv").columns) == MANIFEST_COLUMNS
     assert tuple(pd.read_csv(out / "lesions.csv").columns) == LESION_COLUMNS
     clinical = pd.read_csv(out / "clinical.csv")
-    assert tuple(clinical.columns) == CLINICAL_COLUMNS
+    assert tuple(clinical.columns[: len(CLINICAL_COLUMNS)]) == CLINICAL_COLUMNS
+    # Patients with both modalities carry the CT reading in ct_-prefixed columns (MRI reading unprefixed).
+    extra = list(clinical.columns[len(CLINICAL_COLUMNS):])
+    assert extra and all(c.startswith("ct_") and c[3:] in CLINICAL_COLUMNS for c in extra), extra
+    both = clinical["cohort"] == "prospective"
+    assert clinical.loc[both, "ct_margin"].notna().all() and clinical.loc[~both, "ct_margin"].isna().all()
     assert cohort.per_centre == centre_sizes(SCALE)
     for centre, group in clinical.groupby("centre"):
         assert group["mvi"].sum() >= 2 and (1 - group["mvi"]).sum() >= 2, centre
