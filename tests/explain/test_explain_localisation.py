@@ -1,0 +1,81 @@
+"""Localisation scores: target region, pointing game, energy fraction, baselines and the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mvi_tf.explain import localisation as loc
+
+
+def _sector(size=32):
+    sector = np.zeros((size, size), bool)
+    sector[2:6, 20:28] = True
+    return sector
+
+
+def test_target_region_adds_a_ring_of_tolerance_mm():
+    sector = _sector()
+    region = loc.target_region(sector, pixel_mm=1.0, tolerance_mm=3.0)
+    assert region[sector].all()
+    assert region[2, 17] and not region[2, 16]  # 3 mm left of column 20 is inside, 4 mm is not
+    assert region[8, 24] and not region[9, 24]  # 3 mm below row 5
+    # 2 mm pixels: the same 3 mm ring is one pixel wide.
+    region2 = loc.target_region(sector, pixel_mm=2.0, tolerance_mm=3.0)
+    assert region2[2, 19] and not region2[2, 18]
+    assert not loc.target_region(np.zeros((4, 4), bool), 1.0).any()
+    with pytest.raises(ValueError, match="pixel_mm"):
+        loc.target_region(sector, pixel_mm=0.0)
+
+
+def test_pointing_and_energy_on_hand_worked_maps():
+    region = _sector()
+    cam = np.zeros((32, 32))
+    cam[3, 22] = 1.0
+    cam[20, 5] = 1.0 / 3.0
+    assert loc.pointing_hit(cam, region)
+    assert loc.energy_fraction(cam, region) == pytest.approx(0.75)
+    cam[20, 5] = 2.0
+    assert not loc.pointing_hit(cam, region)
+    assert not loc.pointing_hit(np.ones((32, 32)), region)  # a flat map points nowhere
+    assert np.isnan(loc.energy_fraction(np.zeros((32, 32)), region))
+    with pytest.raises(ValueError, match="shapes differ"):
+        loc.pointing_hit(cam, region[:8])
+
+
+def test_centre_baseline_peaks_at_the_centre():
+    g = loc.centre_baseline_map(33)
+    assert g.max() == pytest.approx(1.0) and np.unravel_index(g.argmax(), g.shape) == (16, 16)
+    np.testing.assert_allclose(g, g.T)
+    # sigma = 33/6 = 5.5 px: value one sigma from the centre is exp(-1/2).
+    assert g[16, 16 + 5] == pytest.approx(np.exp(-(5**2) / (2 * 5.5**2)), rel=1e-5)
+
+
+def test_rank_correlation():
+    a = np.arange(16.0).reshape(4, 4)
+    assert loc.rank_correlation(a, a**3) == pytest.approx(1.0)
+    assert loc.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(loc.rank_correlation(a, np.zeros_like(a)))
+
+
+def test_summary_ranks_phases_and_compares_with_baselines():
+    sector = _sector()
+    hot = np.zeros((32, 32))
+    hot[3, 23] = 1.0
+    cold = np.zeros((32, 32))
+    cold[25, 3] = 1.0
+    scores = []
+    for i in range(6):
+        scores.append(loc.score_patient(f"P{i}", "arterial", hot, cold, sector, 1.0))
+        scores.append(loc.score_patient(f"P{i}", "portal", hot if i < 3 else cold, cold, sector, 1.0))
+    summary = loc.summarise_scores(scores, ["portal", "arterial"])
+    art = summary["per_phase"]["arterial"]
+    assert summary["phase_ranking"] == ["arterial", "portal"]
+    assert summary["n_patients"] == 6
+    assert art["hit_rate"] == 1.0 and summary["per_phase"]["portal"]["hit_rate"] == 0.5
+    assert art["centre_baseline"]["hit_rate"] == 0.0  # the Gaussian peaks at the tumour centre, off the sector
+    assert art["randomised_weights"]["hit_rate"] == 0.0
+    assert art["p_vs_centre"] == pytest.approx(2 * 0.5**6)  # exact McNemar, 6 discordant pairs all one way
+    assert 0.0 < art["chance"] < 0.2
+    # A sector outside the ROI cannot be scored.
+    assert loc.score_patient("P9", "arterial", hot, cold, np.zeros((32, 32), bool), 1.0) is None

@@ -1,0 +1,120 @@
+"""`explain_run` and `mvi-tf explain` end to end on a tiny synthetic cohort (synth -> prepare -> run dir)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict[str, Path]:
+    keras = pytest.importorskip("keras")
+    from data_prep.prepare import prepare_cohort
+    from data_prep.synthetic import generate_cohort
+    from mvi_tf.models.cdlm import build_cdlm
+
+    root = tmp_path_factory.mktemp("explain_e2e")
+    cohort = root / "cohort"
+    generate_cohort(cohort, seed=1, scale=0.02, image_size=64, workers=1, progress=False)
+    records = root / "records"
+    prepare_cohort(cohort, records, image_size=SIZE, workers=1, progress=False)
+    # A run directory as `mvi-tf train` writes it (random weights: explain must not care how they were fitted).
+    run = root / "run_ct"
+    run.mkdir()
+    schema = json.loads((records / "ct" / "schema.json").read_text())
+    selected = schema["tabular"]["feature_names"][:2]
+    keras.utils.set_random_seed(0)
+    build_cdlm(schema["phases"], SIZE, n_tabular=len(selected), hidden_units=8).save(run / "cdlm.keras")
+    shutil.copy(records / "ct" / "schema.json", run / "schema.json")
+    (run / "feature_selection.json").write_text(json.dumps({"selected": selected}))
+    return {"cohort": cohort, "records": records, "run": run, "root": root}
+
+
+def _identifying_values(cohort: Path) -> set[str]:
+    import pydicom
+
+    values = set()
+    for path in list((cohort / "dicom").rglob("*"))[:200]:
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for key in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName"):
+                value = str(ds.get(key, "")).strip()
+                if len(value) >= 4:
+                    values.add(value)
+    return values
+
+
+def test_explain_run_writes_maps_overlays_and_a_summary(study):
+    from mvi_tf.explain import explain_run
+
+    out = study["root"] / "explain_ct"
+    summary = explain_run(study["run"], study["records"], out, cohort_dir=study["cohort"], cohorts=None,
+                          max_patients=4, progress=False)
+    assert summary["phases"] == ["plain", "arterial", "portal"]
+    assert summary["n_patients"] == 4 and summary["n_mvi_positive"] >= 2
+    assert json.loads((out / "explain_summary.json").read_text()) == summary
+    loc = summary["localisation"]
+    for phase in summary["phases"]:
+        row = loc["per_phase"][phase]
+        assert row["n"] >= 1 and 0.0 <= row["hit_rate"] <= 1.0 and 0.0 <= row["energy_fraction"] <= 1.0
+        assert 0.0 <= row["centre_baseline"]["hit_rate"] <= 1.0 and 0.0 < row["chance"] < 1.0
+        assert -1.0 <= summary["rank_corr_trained_vs_randomised"][phase]["mean"] <= 1.0
+    assert sorted(loc["phase_ranking"]) == sorted(summary["phases"])
+
+    with (study["records"] / "prepare_report.csv").open() as f:
+        report = {r["patient_id"]: r for r in csv.DictReader(f) if r["modality"] == "ct"}
+    overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
+    assert len(overlays) == 4 and set(overlays) <= set(report)
+    for pid in overlays:
+        arrays = np.load(out / "maps" / f"{pid}.npz")
+        for phase in summary["phases"]:
+            roi_map, slice_map = arrays[f"roi_{phase}"], arrays[f"slice_{phase}"]
+            assert roi_map.shape == (SIZE, SIZE)
+            # Placed inside the slice, at the ROI: the map's area on the slice matches the ROI's side.
+            r0, c0, r1, c1 = arrays[f"box_{phase}"]
+            assert 0 <= r0 < r1 <= slice_map.shape[0] and 0 <= c0 < c1 <= slice_map.shape[1]
+            assert np.isfinite(slice_map).any() and np.nanmax(slice_map) <= 1.0
+    assert len(list((out / "feature_maps").glob("*.png"))) == 3
+    rows = list(csv.DictReader((out / "localisation.csv").open()))
+    assert rows and {r["phase"] for r in rows} == set(summary["phases"])
+
+    # Privacy: no identifying DICOM value in any output file.
+    secrets = _identifying_values(study["cohort"])
+    assert secrets
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaked = [s for s in secrets if s.encode() in data]
+            assert not leaked, f"{path} contains identifying values {leaked}"
+
+
+def test_cli_explain_selected_patients_with_gradcam_plus_plus(study):
+    from click.testing import CliRunner
+
+    from mvi_tf.cli import main
+
+    with (study["records"] / "prepare_report.csv").open() as f:
+        pid = next(r["patient_id"] for r in csv.DictReader(f) if r["modality"] == "ct" and r["status"] == "written")
+    out = study["root"] / "explain_cli"
+    result = CliRunner().invoke(main, [
+        "explain", "--run", str(study["run"]), "--data", str(study["records"]), "--patients", pid,
+        "--out", str(out), "--method", "gradcam++", "--cohorts", "all",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "explain_summary.json").read_text())
+    assert summary["method"] == "gradcam++" and summary["n_patients"] == 1
+    assert (out / "overlays" / f"{pid}.png").is_file()
+    # Without --cohort there is nothing to score against, and the summary says so.
+    assert summary["localisation"] is None and "cohort" in summary["localisation_note"]
+
+    bad = CliRunner().invoke(main, ["explain", "--run", str(study["run"]), "--data", str(study["records"]),
+                                    "--patients", "NOPE-1", "--out", str(out), "--cohorts", "all"])
+    assert bad.exit_code != 0 and "NOPE-1" in bad.output
