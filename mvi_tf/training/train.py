@@ -1,0 +1,407 @@
+"""``train()``: TFRecords -> split -> feature selection -> signature / fusion / CDLM stages -> run directory.
+
+The run directory is laid out as docs/architecture.md "Run directory" describes. Everything random (split,
+initial weights, shuffling, augmentation) follows ``train.seed``; ``train.deterministic`` additionally enables
+TensorFlow op determinism so that a rerun gives bit-identical weights and metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvi_tf.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("ct", "mri")
+SUBGROUP_COLUMNS = ("pfs_months", "pfs_event", "os_months", "os_event", "age", "afp_ng_ml", "tumour_size_cm")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run directory.
+    model_path : Path
+        ``run_dir/cdlm.keras``.
+    metrics : dict
+        Contents of ``metrics.json`` (AUC per model and split, seed, synthetic flag).
+    selected_features : list of str
+        Tabular features of the CDLM, in input order.
+    config : Config
+        The effective configuration.
+    """
+
+    run_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    selected_features: list[str]
+    config: Config
+
+
+def tabular_groups(schema: dict[str, Any], config: Config) -> tuple[list[str], list[str], list[str]]:
+    """Encoded tabular feature names and their clinical / radiological subsets.
+
+    The records' ``schema["tabular"]`` lists ``feature_names`` and ``columns`` (each a clinical.csv column with
+    the ``features`` it encodes to). A column's ``group`` (``clinical`` / ``radiological``) is used when the
+    schema carries one; otherwise ``data.clinical_columns`` / ``data.radiological_columns`` decide.
+    """
+    tabular = schema.get("tabular")
+    if not isinstance(tabular, dict) or "feature_names" not in tabular:
+        raise ValueError(f"Schema has no tabular feature_names (schema keys: {sorted(schema)})")
+    names = [str(n) for n in tabular["feature_names"]]
+    group_of: dict[str, str] = {}
+    for column in tabular.get("columns", []):
+        group = column.get("group")
+        if group is None:
+            if column["name"] in config.data.clinical_columns:
+                group = "clinical"
+            elif column["name"] in config.data.radiological_columns:
+                group = "radiological"
+        for feature in column.get("features", []):
+            if group is not None:
+                group_of[str(feature)] = group
+    clinical = [n for n in names if group_of.get(n) == "clinical"]
+    radiological = [n for n in names if group_of.get(n) == "radiological"]
+    other = [n for n in names if n not in group_of]
+    if other:
+        log.info("Tabular features %s are neither clinical nor radiological; not candidates.", other)
+    if not clinical or not radiological:
+        raise ValueError(
+            f"Need clinical and radiological tabular features; schema features {names} gave clinical={clinical}, "
+            f"radiological={radiological}. Set data.clinical_columns / data.radiological_columns."
+        )
+    return names, clinical, radiological
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    if y.size == 0 or y.min() == y.max():
+        return None
+    return float(roc_auc_score(y, score))
+
+
+def _youden(y: np.ndarray, score: np.ndarray) -> float:
+    from mvi_tf.stats import youden_threshold
+
+    return float(youden_threshold(np.asarray(y).astype(int), np.asarray(score, dtype=np.float64)).threshold)
+
+
+def _model_inputs(
+    arrays: dict[str, np.ndarray], phases: Sequence[str], image_size: int, tabular_index: list[int] | None
+) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    inputs = {}
+    for phase in phases:
+        images = np.asarray(arrays[phase], dtype=np.float32)
+        if images.shape[1] != image_size:
+            images = tf.image.resize(images, [image_size, image_size], method="bilinear").numpy()
+        inputs[phase] = images
+    if tabular_index is not None:
+        inputs["tabular"] = np.asarray(arrays["tabular"], dtype=np.float32)[:, tabular_index]
+    return inputs
+
+
+def _text(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()]
+
+
+def train(
+    data_dir: str | Path,
+    modality: str,
+    out_dir: str | Path,
+    config: Config | str | Path | None = None,
+    verbose: int | str = "auto",
+    **overrides: Any,
+) -> TrainResult:
+    """Train the signature, fusion and combined models of one modality and write a run directory.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        TFRecords directory written by ``mvi-tf prepare`` (holds ``<modality>/schema.json``).
+    modality : {"ct", "mri"}
+        Which records to train on.
+    out_dir : path-like
+        Run directory (created; a rerun into the same directory resumes unfinished stages).
+    config : Config, path-like or None
+        A config object, a YAML file, or None for the defaults.
+    verbose : int or str
+        Keras progress-bar verbosity (``"auto"``, 0, 1, 2).
+    **overrides
+        Flat config overrides, e.g. ``epochs=3, image_size=64, seed=1, weights="r18.pth"``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}. Received: modality={modality!r}")
+    if isinstance(config, Config):
+        cfg = config.override(**overrides)
+    else:
+        cfg = load_config(config, **overrides)
+    data_dir = Path(data_dir)
+    out_dir = Path(out_dir)
+    t = cfg.train
+
+    # The strategy must exist before any other TensorFlow op (multi-worker collectives).
+    from mvi_tf.training.distribute import get_strategy, is_chief
+
+    strategy = get_strategy(t.strategy)
+    chief = is_chief(t.strategy)
+
+    import keras
+    import tensorflow as tf
+
+    from mvi_tf import data as mvi_data
+
+    keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16" if t.mixed_precision else "float32")
+
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="mvi_tf_worker_"))
+    run_dir = out_dir if chief else scratch
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, data_dir, modality, out_dir, run_dir, chief, strategy, mvi_data, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(
+    cfg: Config,
+    data_dir: Path,
+    modality: str,
+    out_dir: Path,
+    run_dir: Path,
+    chief: bool,
+    strategy,
+    mvi_data,
+    verbose: int | str,
+) -> TrainResult:
+    import keras
+
+    from mvi_tf.models.cdlm import (
+        build_cdlm,
+        build_fusion_model,
+        build_signature_model,
+        freeze_backbones,
+        transfer_weights,
+    )
+    from mvi_tf.training.augment import Augmentation
+    from mvi_tf.training.baselines import fit_baseline
+    from mvi_tf.training.distribute import barrier
+    from mvi_tf.training.pipeline import (
+        class_weights,
+        make_dataset,
+        select_inputs,
+        split_patients,
+    )
+
+    d, m, t = cfg.data, cfg.model, cfg.train
+    schema = mvi_data.load_schema(data_dir, modality)
+    schema_phases = list(schema["phases"])
+    phases = list(d.phases) if d.phases else schema_phases
+    missing = [p for p in phases if p not in schema_phases]
+    if missing:
+        raise ValueError(f"Phases {missing} are not in the {modality} records (have {schema_phases}).")
+    stored_size = int(schema["image_size"])
+    image_size = int(d.image_size or stored_size)
+    resize = None if image_size == stored_size else image_size
+    synthetic = d.synthetic if d.synthetic is not None else bool(schema.get("synthetic", False))
+    effective = cfg.override(phases=phases, image_size=image_size, synthetic=synthetic)
+
+    # ---- split and tabular factor selection on the training cohort only -------------------------------------
+    train_cohort = mvi_data.to_numpy(data_dir, modality, cohorts=["train"])
+    ids = _text(train_cohort["patient_id"])
+    labels = np.asarray(train_cohort["label"]).astype(int).ravel()
+    centres = _text(train_cohort["centre"])
+    split = split_patients(ids, labels, centres, d.val_fraction, t.seed)
+    train_mask = np.array([split[p] == "train" for p in ids])
+    train_ids = [p for p in ids if split[p] == "train"]
+    val_ids = [p for p in ids if split[p] == "val"]
+    log.info("%s: %d training and %d validation patients", modality, len(train_ids), len(val_ids))
+
+    names, clinical_cols, radiological_cols = tabular_groups(schema, cfg)
+    x_tab = np.asarray(train_cohort["tabular"], dtype=np.float64)[train_mask]
+    y_tab = labels[train_mask]
+    clinical, clinical_sel = fit_baseline("clinical", x_tab, y_tab, names, clinical_cols, t.p_threshold)
+    radiological, radio_sel = fit_baseline("radiological", x_tab, y_tab, names, radiological_cols, t.p_threshold)
+    selected = list(dict.fromkeys(clinical_sel.selected + radio_sel.selected))
+    tabular_index = [names.index(f) for f in selected]
+    if chief:
+        _write_selection(out_dir, selected, clinical, radiological, clinical_sel, radio_sel)
+        effective.save(out_dir / "config.yaml")
+        (out_dir / "schema.json").write_text(json.dumps(schema, indent=2))
+
+    # ---- tf.data ---------------------------------------------------------------------------------------------
+    weights = class_weights(labels[train_mask]) if t.class_weight else None
+    augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter)
+    source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=True, seed=t.seed)
+    train_examples = select_inputs(source, phases, tabular_index, resize, train_ids)
+    val_source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=False)
+    val_examples = select_inputs(val_source, phases, tabular_index, resize, val_ids)
+
+    def datasets(keys: Sequence[str]):
+        common = {"batch_size": t.batch_size, "cache": d.cache, "deterministic": t.deterministic}
+        train_ds = make_dataset(
+            train_examples, keys, training=True, seed=t.seed, augmentation=augmentation, weights=weights,
+            shuffle_buffer=d.shuffle_buffer, **common,
+        )
+        val_ds = make_dataset(val_examples, keys, training=False, **common)
+        return train_ds, val_ds
+
+    from mvi_tf.training.stages import run_stage
+
+    stage_args = {
+        "run_dir": run_dir, "model_dir": run_dir, "strategy": strategy, "epochs": t.epochs, "patience": t.patience,
+        "jit_compile": t.xla, "verbose": verbose,
+    }
+    results = []
+    signatures = {}
+    for phase in phases:
+        model, res = run_stage(
+            f"signature_{phase}",
+            lambda phase=phase: build_signature_model(phase, image_size, m.dropout, weights=m.weights),
+            *datasets([phase]),
+            learning_rate=t.learning_rate,
+            **stage_args,
+        )
+        signatures[phase] = model
+        results.append(res)
+
+    def build_fusion() -> keras.Model:
+        fusion = build_fusion_model(phases, image_size, m.hidden_units, m.dropout)
+        for sig in signatures.values():
+            transfer_weights(sig, fusion)
+        freeze_backbones(fusion, phases, trainable=t.fine_tune_backbones)
+        return fusion
+
+    fusion, res = run_stage("fusion", build_fusion, *datasets(phases), learning_rate=t.head_learning_rate,
+                            **stage_args)
+    results.append(res)
+
+    def build_combined() -> keras.Model:
+        cdlm = build_cdlm(phases, image_size, len(selected), m.hidden_units, m.dropout)
+        transfer_weights(fusion, cdlm)
+        freeze_backbones(cdlm, phases, trainable=t.fine_tune_backbones)
+        return cdlm
+
+    _, res = run_stage("cdlm", build_combined, *datasets([*phases, "tabular"]),
+                       learning_rate=t.head_learning_rate, **stage_args)
+    results.append(res)
+
+    metrics: dict[str, Any] = {}
+    if chief:
+        metrics = _evaluate_run(
+            out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split,
+            clinical, radiological, effective, synthetic, results,
+        )
+    barrier(strategy)
+    return TrainResult(out_dir, out_dir / "cdlm.keras", metrics, selected, effective)
+
+
+def _write_selection(out_dir: Path, selected, clinical, radiological, clinical_sel, radio_sel) -> None:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "selected": selected,
+        "method": "univariable then multivariable logistic regression (statsmodels Logit, Wald tests) on the "
+        "training split; CDLM factors = clinical selection followed by radiological selection",
+        "p_threshold": clinical_sel.p_threshold,
+        "clinical": clinical_sel.to_dict(),
+        "radiological": radio_sel.to_dict(),
+    }
+    (out_dir / "feature_selection.json").write_text(json.dumps(doc, indent=2))
+    rows = [{"model": "clinical", **r} for r in clinical_sel.table()]
+    rows += [{"model": "radiological", **r} for r in radio_sel.table()]
+    pd.DataFrame(rows).to_csv(out_dir / "feature_selection.csv", index=False)
+    clinical.save(out_dir / "clinical_model.json")
+    radiological.save(out_dir / "radiological_model.json")
+
+
+def _evaluate_run(
+    out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split, clinical,
+    radiological, config, synthetic, results,
+) -> dict[str, Any]:
+    """Score every patient with every model; write predictions.csv, thresholds.json and metrics.json."""
+    import keras
+    import pandas as pd
+
+    arrays = mvi_data.to_numpy(data_dir, modality)
+    ids = _text(arrays["patient_id"])
+    cohorts = _text(arrays["cohort"])
+    splits = [split.get(p, "train") if c == "train" else c for p, c in zip(ids, cohorts, strict=True)]
+    unknown = sorted({c for c in cohorts if c not in ("train", "prospective")})
+    if unknown:
+        raise ValueError(f"Unknown cohort value(s) {unknown} in {data_dir / modality}; expected train/prospective")
+    frame = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "modality": modality,
+            "centre": _text(arrays["centre"]),
+            "cohort": cohorts,
+            "split": splits,
+            "label": np.asarray(arrays["label"]).astype(int).ravel(),
+        }
+    )
+    for column in SUBGROUP_COLUMNS:
+        frame[column] = np.asarray(arrays[column]).ravel()
+    sex_male = np.asarray(arrays["sex_male"]).ravel()
+    frame["sex"] = np.where(sex_male > 0.5, "male", "female")
+    frame = frame[["patient_id", "modality", "centre", "cohort", "split", "label", "pfs_months", "pfs_event",
+                   "os_months", "os_event", "age", "sex", "afp_ng_ml", "tumour_size_cm"]]
+
+    x_tab = np.asarray(arrays["tabular"], dtype=np.float64)
+    frame["clinical"] = clinical.predict_proba(x_tab, names)
+    frame["radiological"] = radiological.predict_proba(x_tab, names)
+    image_inputs = _model_inputs(arrays, phases, image_size, tabular_index)
+    model_names = [f"signature_{p}" for p in phases] + ["fusion", "cdlm"]
+    for name in model_names:
+        model = keras.models.load_model(out_dir / f"{name}.keras", compile=False)
+        inputs = {k: image_inputs[k] for k in model.input}
+        frame[name] = np.asarray(model.predict(inputs, batch_size=32, verbose=0)["mvi_probability"]).ravel()
+    frame.to_csv(out_dir / "predictions.csv", index=False)
+
+    train_rows = frame[frame["split"] == "train"]
+    all_models = ["clinical", "radiological", *model_names]
+    thresholds = {name: _youden(train_rows["label"].to_numpy(), train_rows[name].to_numpy()) for name in all_models}
+    (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+    auc = {
+        name: {s: _auc(g["label"].to_numpy(), g[name].to_numpy()) for s, g in frame.groupby("split")}
+        for name in all_models
+    }
+    metrics = {
+        "modality": modality,
+        "seed": config.train.seed,
+        "synthetic": bool(synthetic),
+        "phases": list(phases),
+        "image_size": image_size,
+        "n_patients": {s: int((frame["split"] == s).sum()) for s in ("train", "val", "prospective")},
+        "auc": auc,
+        "best_val_auc": {r.name: (None if not np.isfinite(r.best_val_auc) else r.best_val_auc) for r in results},
+        "threshold_source": "Youden index on split=train",
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,50 @@
+"""Config dataclasses: defaults, YAML override, flat overrides, round trip, bad values."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mvi_tf.config import Config, load_config
+
+
+def test_yaml_override_and_round_trip(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"val_fraction": 0.3, "phases": ["arterial"]}, "train": {"epochs": 4}}))
+    config = Config.load(path)
+    assert config.data.val_fraction == 0.3 and config.data.phases == ["arterial"] and config.train.epochs == 4
+    assert config.model.hidden_units == Config().model.hidden_units  # untouched default
+    saved = config.save(tmp_path / "out" / "config.yaml")
+    assert Config.load(saved) == config
+    assert Config.from_dict(config.to_dict()) == config
+
+
+def test_flat_overrides_ignore_none_and_apply_after_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 7\n  seed: 3\n")
+    config = load_config(path, epochs=2, seed=None, image_size=48, train__batch_size=4)
+    assert (config.train.epochs, config.train.seed, config.data.image_size, config.train.batch_size) == (2, 3, 48, 4)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"train": {"epochs": 0}}, "epochs=0"),
+        ({"train": {"strategy": "tpu"}}, "strategy='tpu'"),
+        ({"data": {"val_fraction": 1.5}}, "val_fraction=1.5"),
+        ({"data": {"image_size": 16}}, "image_size=16"),
+        ({"model": {"dropout": 1.0}}, "dropout=1.0"),
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"optim": {}}, "optim"),
+    ],
+)
+def test_bad_values_name_the_field(values, match):
+    with pytest.raises(ValueError, match=match):
+        Config.from_dict(values)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        Config.load(path)
