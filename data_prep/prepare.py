@@ -493,6 +493,9 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
         (out_dir / modality).mkdir(parents=True, exist_ok=True)
         schema["counts"] = {cohort: sum(n for (m, c, _, _), n in counts.items() if m == modality and c == cohort)
                             for cohort in COHORTS}
+        # A generated cohort carries truth/ (synth.json marks a complete one); every downstream output of its
+        # records is labelled as synthetic.
+        schema["synthetic"] = (cohort_dir / "truth" / "synth.json").is_file()
         schema_paths[modality] = records.write_json_atomic(out_dir / modality / records.SCHEMA_FILE, schema)
     summary_path = _write_csv(out_dir / SUMMARY_FILE, ("modality", "cohort", "centre", "label", "n_patients"),
                               [dict(zip(("modality", "cohort", "centre", "label"), k), n_patients=n)

@@ -98,6 +98,7 @@ def test_round_trip_written_arrays_equal_read_arrays(good_cohort, good_run):
     assert good_run.n_written == 5 and good_run.n_skipped == 0
     data = to_numpy(good_run.out_dir, "ct")
     schema = load_schema(good_run.out_dir, "ct")
+    assert schema["synthetic"] is False, "a cohort without truth/ is not labelled synthetic"
     assert schema["phases"] == ["plain", "arterial", "portal"]
     assert sorted(data["patient_id"]) == ["P001", "P002", "P003", "P004"]
     manifest = read_csv(good_cohort / "manifest.csv")

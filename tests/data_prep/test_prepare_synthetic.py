@@ -43,6 +43,7 @@ def test_synthetic_cohort_round_trip(tmp_path):
     for modality in ("ct", "mri"):
         data = to_numpy(result.out_dir, modality)
         schema = load_schema(result.out_dir, modality)
+        assert schema["synthetic"] is True, "records of a generated cohort must be labelled synthetic"
         pid = str(data["patient_id"][0])
         lesion = lesions[(pid, modality)]
         dirs = {r["phase"]: cohort / r["series_dir"] for r in manifest
