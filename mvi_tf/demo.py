@@ -32,7 +32,7 @@ class StudySettings:
 
     scale: float = 1.0
     dicom_image_size_px: int = 128
-    roi_image_size_px: int = 64
+    roi_image_size_px: int = 96
     epochs: int = 12
     seed: int = 0
     explain_max_patients: int = 40
@@ -96,7 +96,12 @@ class StudyLayout:
 
 
 class _StageRunner:
-    """Runs named stages once; skips a stage whose fingerprint (parameters + upstream) is unchanged."""
+    """Runs named stages once; skips a stage whose inputs (parameters + upstream stages) are unchanged.
+
+    Each stage has an input fingerprint (its parameters and its upstream stages' output fingerprints) and an
+    output fingerprint, new every time the stage really runs; so a stage that reruns (changed parameters,
+    missing outputs, ``force``) makes every stage downstream of it rerun too.
+    """
 
     def __init__(self, layout: StudyLayout, force: bool = False) -> None:
         self.layout = layout
@@ -109,13 +114,13 @@ class _StageRunner:
                  fn: Callable[[], Any]) -> Any:
         payload = json.dumps({"params": params, "upstream": [self.fingerprints[u] for u in upstream]},
                              sort_keys=True, default=str)
-        fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        inputs = hashlib.sha256(payload.encode()).hexdigest()[:16]
         record = self.layout.stages / f"{name}.json"
         if not self.force and record.exists() and all(p.exists() for p in outputs):
             done = json.loads(record.read_text())
-            if done.get("fingerprint") == fingerprint:
-                log.info("stage %s: up to date (fingerprint %s), skipped", name, fingerprint)
-                self.fingerprints[name] = fingerprint
+            if done.get("inputs") == inputs:
+                log.info("stage %s: up to date (inputs %s), skipped", name, inputs)
+                self.fingerprints[name] = done["fingerprint"]
                 self.timings[name] = 0.0
                 return done.get("result")
         log.info("stage %s: running", name)
@@ -123,10 +128,11 @@ class _StageRunner:
         start = time.perf_counter()
         result = fn()
         elapsed = time.perf_counter() - start
+        fingerprint = hashlib.sha256(f"{inputs}:{time.time_ns()}".encode()).hexdigest()[:16]
         self.fingerprints[name] = fingerprint
         self.timings[name] = elapsed
-        record.write_text(json.dumps({"fingerprint": fingerprint, "params": params, "seconds": elapsed,
-                                      "result": _jsonable(result)}, indent=2, default=str))
+        record.write_text(json.dumps({"inputs": inputs, "fingerprint": fingerprint, "params": params,
+                                      "seconds": elapsed, "result": _jsonable(result)}, indent=2, default=str))
         return result
 
 

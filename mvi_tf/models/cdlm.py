@@ -242,7 +242,10 @@ def build_cdlm(
     dropout: float = 0.3,
     weights: str | os.PathLike | None = None,
 ) -> keras.Model:
-    """Build the combined deep-learning model ``cdlm``: fusion features plus clinical/radiological inputs.
+    """Build the combined deep-learning model ``cdlm``: fusion and signatures plus clinical/radiological inputs.
+
+    ``cdlm_concat`` joins the fusion logit (``fusion_logit``, transferred from the fusion model), the
+    single-phase signatures and the ``tabular`` input; ``cdlm_dense`` and ``cdlm_logit`` follow.
 
     Parameters
     ----------
@@ -274,7 +277,14 @@ def build_cdlm(
     inputs = _phase_inputs(phases, image_size)
     inputs[TABULAR_INPUT] = keras.Input((n_tabular,), dtype="float32", name=TABULAR_INPUT)
     hidden, signatures = _apply_fusion(inputs, phases, hidden_units, dropout)
-    x = keras.layers.Concatenate(axis=-1, name="cdlm_concat")([hidden, inputs[TABULAR_INPUT]])
+    # The fusion model's logit (same layer name, so its weights transfer from `fusion`) and every single-phase
+    # signature enter the combined head beside the clinical and radiological factors, as in the paper, where
+    # fully connected layers integrate the signatures with the selected factors. Feeding a few strong scores
+    # instead of the fused hidden features keeps the head small for cohorts of a few hundred patients.
+    fusion_logit = keras.layers.Dense(1, name="fusion_logit")(hidden)
+    x = keras.layers.Concatenate(axis=-1, name="cdlm_concat")(
+        [fusion_logit, *(signatures[f"{phase}_signature"] for phase in phases), inputs[TABULAR_INPUT]]
+    )
     x = keras.layers.Dense(hidden_units, activation="relu", name="cdlm_dense")(x)
     logit = keras.layers.Dense(1, name="cdlm_logit")(x)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name="cdlm_probability")(logit)

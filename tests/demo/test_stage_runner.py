@@ -35,3 +35,8 @@ def test_rerun_skips_unchanged_and_reruns_downstream(tmp_path):
     (tmp_path / "b.txt").unlink()
     _run(layout, calls, 2)
     assert calls[-1] == "b" and calls.count("a") == 2, "a missing output reruns only that stage"
+    (tmp_path / "a.txt").unlink()
+    _run(layout, calls, 2)
+    assert calls[-2:] == ["a", "b"], "a stage that reran makes its downstream stages rerun"
+    _run(layout, calls, 2)
+    assert calls.count("a") == 3 and calls.count("b") == 4, "and then everything is up to date again"
