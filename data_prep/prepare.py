@@ -505,7 +505,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
     skipped = [(str(r["patient_id"]), str(r["modality"]), str(r["reason"])) for r in rows
                if r["status"] == "skipped"]
     n_written = sum(1 for r in rows if r["status"] == "written")
-    for pid, modality, reason in skipped:
+    for _pid, _modality, reason in skipped:
         logger.warning("skipped %s", reason)
     logger.info("prepare: %d written, %d skipped -> %s", n_written, len(skipped), out_dir)
     result = PrepareResult(out_dir, report_path, n_written, len(skipped), skipped, summary_path, schema_paths)

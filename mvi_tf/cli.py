@@ -216,10 +216,10 @@ def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: 
         result = prepare_cohort(cohort_dir, out_dir, phases=phase_map, image_size=image_size,
                                 margin_mm=margin_mm, strict=strict, workers=workers)
     except PrepareError as err:
-        for patient_id, modality, reason in err.result.skipped:
+        for _patient_id, _modality, reason in err.result.skipped:
             click.echo(f"skipped: {reason}", err=True)
         raise click.ClickException(str(err)) from None
-    for patient_id, modality, reason in result.skipped:
+    for _patient_id, _modality, reason in result.skipped:
         click.echo(f"skipped: {reason}", err=True)
     click.echo(f"{result.n_written} written, {result.n_skipped} skipped -> {result.out_dir} "
                f"(report: {result.report_path})")

@@ -15,8 +15,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class StudySettings:
     workers: int | None = None
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "StudySettings":
+    def quick(cls, seed: int = 0) -> StudySettings:
         """A few-minute run on a 2-core laptop: a small cohort, small images, few epochs."""
         return cls(scale=0.12, dicom_image_size_px=96, roi_image_size_px=48, epochs=3, seed=seed,
                    explain_max_patients=8)
@@ -312,6 +313,7 @@ def run_demo(out_dir: str | Path = "study", quick: bool = False, seed: int = 0, 
 
 
 def _fresh_cohort(layout: StudyLayout, settings: StudySettings, generate_cohort: Callable[..., Any]) -> Any:
-    shutil.rmtree(layout.cohort, ignore_errors=True)
+    # generate_cohort keeps an identical complete cohort, replaces an older synthetic one and refuses a folder
+    # that holds anything else.
     return generate_cohort(layout.cohort, seed=settings.seed, scale=settings.scale,
                            image_size=settings.dicom_image_size_px, workers=settings.workers)

@@ -220,7 +220,7 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str]) -> d
         rows = [s for s in scores if s.phase == phase]
         if not rows:
             per_phase[phase] = {"n": 0}
-            warnings.warn(f"No MVI-positive patient with an invasion sector in the ROI for phase {phase!r}.")
+            warnings.warn(f"No MVI-positive patient with an invasion sector in the ROI for phase {phase!r}.", stacklevel=2)
             continue
         hits = [s.hit for s in rows]
         per_phase[phase] = {

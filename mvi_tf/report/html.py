@@ -11,8 +11,9 @@ import base64
 import html
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -109,7 +110,7 @@ def build_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
         raise FileNotFoundError(f"Study directory not found. Received: study_dir={study_dir}")
     info = _study_info(study)
     cohort = Path(info["cohort_dir"])
-    parts = [f"<h1>mvi-tf study report: microvascular invasion prediction (CT and EOB-MRI)</h1>"]
+    parts = ["<h1>mvi-tf study report: microvascular invasion prediction (CT and EOB-MRI)</h1>"]
     if info["synthetic"]:
         parts.append('<div class="banner" id="synthetic-banner">SYNTHETIC DATA: every number and figure in this '
                      "report comes from the generated synthetic multi-centre cohort (known ground truth), not from "

@@ -211,7 +211,8 @@ def _maxpool(x: np.ndarray) -> np.ndarray:
 
 def reference_resnet18(images_nhwc: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
     state = {k: v.astype(np.float64) for k, v in state.items()}
-    relu = lambda t: np.maximum(t, 0.0)
+    def relu(t):
+        return np.maximum(t, 0.0)
     x = images_nhwc.astype(np.float64).transpose(0, 3, 1, 2)
     x = _maxpool(relu(_bn(_conv(x, state["conv1.weight"], 2, 3), state, "bn1")))
     for stage in range(1, 5):
