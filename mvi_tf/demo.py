@@ -246,8 +246,7 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
     for modality in MODALITIES:
         stage(f"train_{modality}", {"epochs": settings.epochs, "seed": settings.seed}, ["prepare"],
               [layout.run(modality) / "cdlm.keras", layout.run(modality) / "predictions.csv"],
-              lambda m=modality: train(layout.records, m, layout.run(m), epochs=settings.epochs,
-                                       seed=settings.seed))
+              lambda m=modality: _train_fresh(layout, m, settings, stage.fingerprints["prepare"], train))
     runs = [layout.run(m) for m in MODALITIES]
     trained = [f"train_{m}" for m in MODALITIES]
     stage("evaluate", {"synthetic": synthetic}, trained, [layout.evaluation],
@@ -274,6 +273,24 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
     timings = {k: round(v, 1) for k, v in stage.timings.items()}
     (layout.root / "timings.json").write_text(json.dumps(timings, indent=2))
     return {"study_dir": str(layout.root), "report": str(report), "timings_s": timings}
+
+
+def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, records_fingerprint: str,
+                 train: Callable[..., Any]) -> Any:
+    """Train one modality; a run directory left by other records or settings is replaced, not resumed.
+
+    `train` resumes a run directory (finished stages are loaded, a killed epoch restarts from its backup), which is
+    right after an interruption of this same stage and wrong after its inputs changed.
+    """
+    run_dir = layout.run(modality)
+    stamp = run_dir / "study_inputs.json"
+    inputs = {"records": records_fingerprint, "epochs": settings.epochs, "seed": settings.seed}
+    if run_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != inputs):
+        log.info("run directory %s was trained on other inputs; starting afresh", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(inputs))
+    return train(layout.records, modality, run_dir, epochs=settings.epochs, seed=settings.seed)
 
 
 def _cohort_fingerprint(cohort_dir: Path) -> str:

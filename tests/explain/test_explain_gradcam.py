@@ -80,9 +80,20 @@ def test_map_concentrates_in_the_quadrant_the_output_depends_on(quadrant, method
 
 @pytest.fixture(scope="module")
 def cdlm():
+    """A random-weight CDLM whose Grad-CAM is not empty on the test inputs.
+
+    With random weights the sign of the class-activation sum is arbitrary, and an all-negative sum is a legitimate
+    empty map (ReLU); the first seed from 0 that gives a non-empty map for both phases is used.
+    """
     cdlm_module = pytest.importorskip("mvi_tf.models.cdlm")
-    keras.utils.set_random_seed(3)
-    return cdlm_module.build_cdlm(["arterial", "portal"], CDLM_SIZE, n_tabular=2, hidden_units=8)
+    inputs = _inputs(batch=2, size=CDLM_SIZE)
+    for seed in range(20):
+        keras.utils.set_random_seed(seed)
+        model = cdlm_module.build_cdlm(["arterial", "portal"], CDLM_SIZE, n_tabular=2, hidden_units=8)
+        maps = compute_gradcam(model, inputs, ["arterial", "portal"])
+        if all(np.allclose(m.max(axis=(1, 2)), 1.0) for m in maps.values()):
+            return model
+    pytest.fail("no seed in 0..19 gave a random CDLM with non-empty Grad-CAM maps")
 
 
 def test_maps_of_the_cdlm_have_the_documented_shape_and_match_a_hand_computed_gradcam(cdlm):
