@@ -96,9 +96,19 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def _youden(y: np.ndarray, score: np.ndarray) -> float:
+    """Youden threshold as a probability: pROC's -inf (everyone positive) becomes 0.0, +inf becomes 1.0.
+
+    Scores are probabilities and a patient is positive when ``score >= threshold``, so -inf and 0.0 classify
+    alike; +inf (no one positive) is only approximated by 1.0, and logged.
+    """
     from mvi_tf.stats import youden_threshold
 
-    return float(youden_threshold(np.asarray(y).astype(int), np.asarray(score, dtype=np.float64)).threshold)
+    threshold = float(youden_threshold(np.asarray(y).astype(int), np.asarray(score, dtype=np.float64)).threshold)
+    if not np.isfinite(threshold):
+        log.warning("Youden threshold %s (a constant or uninformative score) stored as %s", threshold,
+                       0.0 if threshold < 0 else 1.0)
+        threshold = 0.0 if threshold < 0 else 1.0
+    return threshold
 
 
 def _model_inputs(
