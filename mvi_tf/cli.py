@@ -58,7 +58,7 @@ def demo(out_dir: str, quick: bool, seed: int, force: bool) -> None:
 
     synth -> prepare -> train CT and MRI CDLMs -> evaluate -> compare -> explain -> survival -> export ->
     predict -> report. Resumable: a rerun skips finished stages whose inputs have not changed. The full run
-    (750 synthetic patients) took 44 minutes on a 2-core machine; --quick takes a few minutes.
+    (750 synthetic patients) took 44 minutes on a 2-core machine; --quick took 7.
     """
     _configure_logging()
     from mvi_tf.demo import run_demo
