@@ -405,9 +405,11 @@ def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the weight randomisation.")
 @click.option("--engine", default="tf-keras-vis", show_default=True, type=click.Choice(["tf-keras-vis", "fused"]),
               help="One tf-keras-vis call per phase, or all phases from one forward/backward pass (same maps).")
+@click.option("--stage", default=4, show_default=True, type=click.IntRange(3, 4),
+              help="ResNet18 stage whose output the maps are taken at (4: last stage; 3: twice as fine).")
 def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, patients: tuple[str, ...],
                     out_dir: str, method: str, max_patients: int | None, cohorts: str, tolerance_mm: float,
-                    randomisation: str, seed: int, engine: str) -> None:
+                    randomisation: str, seed: int, engine: str, stage: int) -> None:
     """Grad-CAM maps per phase: overlays, raw maps, feature pattern maps and localisation scores."""
     import json
 
@@ -418,7 +420,7 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
         summary = explain_run(run_dir, records_dir, out_dir, cohort_dir=cohort_dir, patients=ids,
                               cohorts=None if cohorts == "all" else (cohorts,), max_patients=max_patients,
                               method=method, tolerance_mm=tolerance_mm, randomisation=randomisation, seed=seed,
-                              engine=engine)
+                              engine=engine, stage=stage)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps({k: summary[k] for k in ("modality", "method", "n_patients", "n_mvi_positive")}))

@@ -71,6 +71,10 @@ class DataConfig:
         Cache parsed examples in memory after the first epoch.
     flip : bool
         Random left-right and up-down flips.
+    rot90 : bool
+        Random quarter turns (0, 90, 180 or 270 degrees); with ``flip`` every one of the square's eight
+        symmetries. Exact (no interpolation); suits a tumour-centred ROI whose peritumoral signs can sit at any
+        angle.
     rotation_deg : float
         Maximum absolute random rotation in degrees.
     shift_fraction : float
@@ -89,6 +93,7 @@ class DataConfig:
     shuffle_buffer: int = 1024
     cache: bool = True
     flip: bool = True
+    rot90: bool = True
     rotation_deg: float = 10.0
     shift_fraction: float = 0.05
     intensity_jitter: float = 0.05

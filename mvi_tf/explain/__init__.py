@@ -4,7 +4,7 @@ slices, scored against known invasion sites, with a centre-of-tumour and a rando
 Entry point: :func:`explain_run` (``mvi-tf explain``).
 """
 
-from mvi_tf.explain.gradcam import compute_gradcam, last_conv_layer_name, score_view
+from mvi_tf.explain.gradcam import compute_gradcam, last_conv_layer_name, score_view, target_layer_name
 from mvi_tf.explain.localisation import (
     centre_baseline_map,
     energy_fraction,
@@ -36,6 +36,7 @@ __all__ = [
     "roi_to_slice",
     "score_view",
     "slice_to_roi",
+    "target_layer_name",
     "target_region",
     "volume_to_roi",
 ]

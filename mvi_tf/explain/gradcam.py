@@ -1,7 +1,11 @@
 """Grad-CAM and Grad-CAM++ of the combined model's MVI output, per phase, through tf-keras-vis.
 
-For each phase the class activation map is taken at that phase's last ResNet18 convolution
-(``<phase>_stage4_block2_conv2``): the gradient of the MVI score with respect to that feature map weights its channels
+For each phase the class activation map is taken at the output of that phase's last ResNet18 stage
+(``<phase>_stage4_block2_out``: the last block's ReLU after the residual addition, i.e. the very feature map the
+global average pooling reads; ``stage=3`` takes stage 3's output instead, at twice the resolution). The
+convolution inside the last block (``<phase>_stage4_block2_conv2``) is not used: it sits before batch
+normalisation and the identity shortcut, so its gradients describe only part of what the head sees (on the demo
+cohort its maps scored at chance). The gradient of the MVI score with respect to the feature map weights its channels
 (Grad-CAM: spatial mean of the gradient; Grad-CAM++: the higher-order weighting of Chattopadhay et al. 2018). The
 score is the model's MVI *logit* when the model has one (``cdlm_logit``, ``fusion_logit`` or
 ``<phase>_signature_logit``), else the probability. For a sigmoid output the two give the same Grad-CAM up to a
@@ -13,7 +17,7 @@ normalised to [0, 1] per patient (a constant map becomes all zeros).
 
 ``engine="tf-keras-vis"`` (default) makes one tf-keras-vis call per phase, i.e. one forward pass per phase.
 ``engine="fused"`` computes the same maps (same formulas, pinned to tf-keras-vis by a test) for every phase from a
-single forward pass and a single backward pass that stops at the phases' last convolutions.
+single forward pass and a single backward pass that stops at the phases' target feature maps.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ import numpy as np
 METHODS = ("gradcam", "gradcam++")
 ENGINES = ("tf-keras-vis", "fused")
 _LOGIT_LAYERS = ("cdlm_logit", "fusion_logit")
+
+
+DEFAULT_STAGE = 4
+
+
+def target_layer_name(phase: str, stage: int = DEFAULT_STAGE) -> str:
+    """Grad-CAM target of a phase branch: the output of its ResNet18 stage ``stage`` (default the last, 4)."""
+    if stage not in (1, 2, 3, 4):
+        raise ValueError(f"`stage` must be 1, 2, 3 or 4. Received: stage={stage}")
+    return f"{phase}_stage{stage}_block2_out"
 
 
 def last_conv_layer_name(phase: str) -> str:
@@ -91,6 +105,7 @@ def compute_gradcam(
     target: str = "logit",
     view=None,
     engine: str = "tf-keras-vis",
+    stage: int = DEFAULT_STAGE,
 ) -> dict[str, np.ndarray]:
     """Grad-CAM (or Grad-CAM++) maps of the MVI score for every phase.
 
@@ -101,7 +116,7 @@ def compute_gradcam(
     inputs : mapping
         Batch of inputs keyed by input name: ``phase -> (B, S, S, 3)`` float32 and ``"tabular" -> (B, n)``.
     phases : sequence of str
-        Phases to explain; each needs a layer ``last_conv_layer_name(phase)``.
+        Phases to explain; each needs a layer ``target_layer_name(phase, stage)``.
     method : {"gradcam", "gradcam++"}
         Map type.
     target : {"logit", "probability"}
@@ -110,6 +125,8 @@ def compute_gradcam(
         A precomputed :func:`score_view` of ``model`` (saves rebuilding it on repeated calls).
     engine : {"tf-keras-vis", "fused"}
         One tf-keras-vis call per phase, or all phases from one forward/backward pass (same maps).
+    stage : int
+        ResNet18 stage whose output is the target feature map (4: 1/32 of the input side; 3: 1/16).
 
     Returns
     -------
@@ -134,19 +151,18 @@ def compute_gradcam(
     if missing:
         raise ValueError(f"Inputs {missing} are missing. Received inputs: {sorted(inputs)}")
     layer_names = {layer.name for layer in view.layers}
+    targets = {phase: target_layer_name(phase, stage) for phase in phases}
     for phase in phases:
         if phase not in input_names:
             raise ValueError(f"Phase {phase!r} is not an input of the model. Model inputs: {input_names}")
-        if last_conv_layer_name(phase) not in layer_names:
-            raise ValueError(
-                f"Layer {last_conv_layer_name(phase)!r} (Grad-CAM target of phase {phase!r}) not found in the model."
-            )
+        if targets[phase] not in layer_names:
+            raise ValueError(f"Layer {targets[phase]!r} (Grad-CAM target of phase {phase!r}) not found in the model.")
     seed = [np.asarray(inputs[name], dtype=np.float32) for name in input_names]
     batch = seed[0].shape[0]
     if any(x.shape[0] != batch for x in seed):
         raise ValueError(f"All inputs need the same batch size. Received shapes: {[x.shape for x in seed]}")
     if engine == "fused":
-        coarse = _fused_cams(view, seed, phases, method)
+        coarse = _fused_cams(view, seed, phases, method, targets)
     else:
         cam_class = Gradcam if method == "gradcam" else GradcamPlusPlus
         explainer = cam_class(view, clone=False)
@@ -155,7 +171,7 @@ def compute_gradcam(
             phase: explainer(
                 score,
                 seed,
-                penultimate_layer=last_conv_layer_name(phase),
+                penultimate_layer=targets[phase],
                 seek_penultimate_conv_layer=False,
                 expand_cam=False,
                 normalize_cam=False,
@@ -171,7 +187,7 @@ def compute_gradcam(
     return maps
 
 
-def _fused_cams(view, seed: list[np.ndarray], phases: Sequence[str], method: str) -> dict:
+def _fused_cams(view, seed: list[np.ndarray], phases: Sequence[str], method: str, targets: Mapping[str, str]) -> dict:
     """Coarse (un-normalised) CAMs of all phases from one forward and one backward pass.
 
     Grad-CAM: channel weight = spatial mean of the score's gradient at the feature map; map = ReLU of the weighted
@@ -182,7 +198,7 @@ def _fused_cams(view, seed: list[np.ndarray], phases: Sequence[str], method: str
     import keras
     import tensorflow as tf
 
-    layers = [view.get_layer(last_conv_layer_name(p)) for p in phases]
+    layers = [view.get_layer(targets[p]) for p in phases]
     probe = keras.Model(view.inputs, [view.output] + [layer.output for layer in layers])
     feeds = [tf.constant(x) for x in seed]
     with tf.GradientTape() as tape:

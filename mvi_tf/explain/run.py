@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mvi_tf.explain import localisation as loc
-from mvi_tf.explain.gradcam import ENGINES, METHODS, compute_gradcam, score_view
+from mvi_tf.explain.gradcam import DEFAULT_STAGE, ENGINES, METHODS, compute_gradcam, score_view, target_layer_name
 from mvi_tf.explain.overlays import save_patient_maps, save_patient_overlay
 from mvi_tf.explain.placement import (
     RoiFrame,
@@ -181,7 +181,7 @@ def _series_dirs(cohort_dir: Path, modality: str) -> dict[tuple[str, str], tuple
     }
 
 
-def _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine="tf-keras-vis"):
+def _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine="tf-keras-vis", stage=4):
     maps = {p: [] for p in phases}
     probs = []
     for start in range(0, len(examples), batch_size):
@@ -189,7 +189,7 @@ def _batched_maps(model, view, examples, phases, selected_idx, method, batch_siz
         inputs = {p: np.stack([e[p] for e in chunk]) for p in phases}
         if selected_idx is not None:
             inputs[TABULAR_INPUT] = np.stack([e["tabular"][selected_idx] for e in chunk])
-        out = compute_gradcam(model, inputs, phases, method=method, view=view, engine=engine)
+        out = compute_gradcam(model, inputs, phases, method=method, view=view, engine=engine, stage=stage)
         for p in phases:
             maps[p].append(out[p])
         pred = model({t.name: inputs[t.name] for t in model.inputs}, training=False)
@@ -226,6 +226,7 @@ def explain_run(
     batch_size: int = 8,
     feature_map_filters: int = 16,
     engine: str = "tf-keras-vis",
+    stage: int = DEFAULT_STAGE,
     progress: bool = True,
 ) -> dict:
     """Attention maps for a trained run, with localisation scores and baselines.
@@ -262,6 +263,9 @@ def explain_run(
         Filters shown per layer in the feature pattern maps.
     engine : {"tf-keras-vis", "fused"}
         One tf-keras-vis call per phase, or all phases from one forward/backward pass (same maps, faster).
+    stage : int
+        ResNet18 stage whose output the maps are taken at: 4 (default, the last stage, 1/32 of the ROI side) or
+        3 (1/16: finer, one stage further from the decision).
     progress : bool
         Show a progress bar over patients.
 
@@ -276,6 +280,8 @@ def explain_run(
         raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
     if randomisation not in ("full", "cascading"):
         raise ValueError(f"`randomisation` must be 'full' or 'cascading'. Received: randomisation={randomisation!r}")
+    if stage not in (3, 4):
+        raise ValueError(f"`stage` must be 3 or 4. Received: stage={stage!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
     run_dir, records_dir, out_dir = Path(run_dir), Path(records_dir), Path(out_dir)
@@ -293,10 +299,10 @@ def explain_run(
     series = _series_dirs(cohort_dir, modality) if cohort_dir is not None else {}
 
     view = score_view(model)
-    maps, probabilities = _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine)
+    maps, probabilities = _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine, stage)
     random_model = loc.randomise_weights(model, phases, seed=seed)
     random_maps, _ = _batched_maps(
-        random_model, score_view(random_model), examples, phases, selected_idx, method, batch_size, engine
+        random_model, score_view(random_model), examples, phases, selected_idx, method, batch_size, engine, stage
     )
 
     scores: list[loc.PatientScore] = []
@@ -356,6 +362,7 @@ def explain_run(
         "modality": modality,
         "method": method,
         "engine": engine,
+        "target_layers": {p: target_layer_name(p, stage) for p in phases},
         "phases": phases,
         "cohorts": list(cohorts) if cohorts else None,
         "n_patients": len(examples),
@@ -382,7 +389,7 @@ def explain_run(
         )
     if randomisation == "cascading":
         summary["cascading_rank_corr"] = _cascade(
-            model, examples, phases, selected_idx, method, batch_size, seed, maps, engine
+            model, examples, phases, selected_idx, method, batch_size, seed, maps, engine, stage
         )
     summary = _clean(summary)
     with (out_dir / "explain_summary.json").open("w", encoding="utf-8") as f:
@@ -391,14 +398,14 @@ def explain_run(
     return summary
 
 
-def _cascade(model, examples, phases, selected_idx, method, batch_size, seed, trained_maps, engine) -> dict:
+def _cascade(model, examples, phases, selected_idx, method, batch_size, seed, trained_maps, engine, stage) -> dict:
     """Mean Spearman correlation (all phases, patients) after each cumulative top-down randomisation step."""
     result = {}
     for k in range(1, len(loc.CASCADE_LEVELS) + 1):
         levels = loc.CASCADE_LEVELS[:k]
         randomised = loc.randomise_weights(model, phases, seed=seed, levels=levels)
         maps, _ = _batched_maps(
-            randomised, score_view(randomised), examples, phases, selected_idx, method, batch_size, engine
+            randomised, score_view(randomised), examples, phases, selected_idx, method, batch_size, engine, stage
         )
         values = [
             loc.rank_correlation(trained_maps[p][i], maps[p][i]) for p in phases for i in range(len(examples))

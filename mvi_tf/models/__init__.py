@@ -31,6 +31,7 @@ from mvi_tf.models.resnet18 import (
     apply_resnet18,
     last_conv_layer_name,
     resnet18_classifier,
+    stage_output_layer_name,
 )
 from mvi_tf.models.weights import load_resnet18_weights, read_state_dict
 
@@ -51,6 +52,7 @@ __all__ = [
     "load_resnet18_weights",
     "read_state_dict",
     "resnet18_classifier",
+    "stage_output_layer_name",
     "training_view",
     "transfer_weights",
 ]

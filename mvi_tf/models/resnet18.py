@@ -136,6 +136,18 @@ def apply_resnet18(x, name: str):
     return x
 
 
+def stage_output_layer_name(name: str, stage: int = 4) -> str:
+    """Name of the layer that outputs stage ``stage`` (1-4) of the trunk with prefix ``name``.
+
+    It is the last block's ReLU after the residual addition: the feature map the next stage (or, for stage 4,
+    the global average pooling) reads. Grad-CAM's target layer.
+    """
+    _check_name(name)
+    if stage not in range(1, len(STAGE_FILTERS) + 1):
+        raise ValueError(f"`stage` must be one of 1-{len(STAGE_FILTERS)}. Received: stage={stage}")
+    return f"{name}_stage{stage}_block{BLOCKS_PER_STAGE}_out"
+
+
 def last_conv_layer_name(name: str) -> str:
     """Name of the last convolution of the trunk with prefix ``name`` (the usual Grad-CAM target layer)."""
     _check_name(name)

@@ -32,6 +32,9 @@ class Augmentation:
     intensity_jitter : float
         Per phase: contrast factor in ``1 +/- jitter`` around the mean and brightness offset in ``+/- jitter``;
         the result is clipped to [0, 1].
+    rot90 : bool
+        Random quarter turn (0, 90, 180 or 270 degrees, uniform), before the small rotation. With ``flip`` this
+        draws from all eight symmetries of the square.
     """
 
     phases: Sequence[str]
@@ -39,6 +42,7 @@ class Augmentation:
     rotation_deg: float = 10.0
     shift_fraction: float = 0.05
     intensity_jitter: float = 0.05
+    rot90: bool = False
 
     def __post_init__(self) -> None:
         if not self.phases:
@@ -71,12 +75,17 @@ class Augmentation:
         angle = tf.random.stateless_uniform([], seeds[1], -1.0, 1.0) * (self.rotation_deg * math.pi / 180.0)
         shift = tf.random.stateless_uniform([2], seeds[2], -1.0, 1.0) * (self.shift_fraction * side)
         transform = _rotation_shift_transform(angle, shift[0], shift[1], side)
+        quarter_turns = (
+            tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32) if self.rot90 else tf.constant(0)
+        )
 
         out = dict(features)
         for i, phase in enumerate(self.phases):
             image = features[phase]
             image = tf.cond(flips[0], lambda img=image: tf.reverse(img, axis=[1]), lambda img=image: img)
             image = tf.cond(flips[1], lambda img=image: tf.reverse(img, axis=[0]), lambda img=image: img)
+            if self.rot90:
+                image = tf.image.rot90(image, quarter_turns)
             if self.rotation_deg > 0 or self.shift_fraction > 0:
                 image = tf.raw_ops.ImageProjectiveTransformV3(
                     images=image[tf.newaxis],

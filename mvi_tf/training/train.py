@@ -266,7 +266,7 @@ def _train(
 
     # ---- tf.data ---------------------------------------------------------------------------------------------
     weights = class_weights(labels[train_mask]) if t.class_weight else None
-    augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter)
+    augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter, rot90=d.rot90)
     source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=True, seed=t.seed)
     train_examples = select_inputs(source, phases, tabular_index, resize, train_ids)
     val_source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=False)

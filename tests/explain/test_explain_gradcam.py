@@ -42,7 +42,7 @@ def _quadrant_model(quadrant: str) -> keras.Model:
         if phase == "portal":
             x = keras.layers.Lambda(lambda t: t * mask, name="portal_quadrant_mask")(x)
         x = keras.layers.Conv2D(
-            4, 4, strides=4, use_bias=False, kernel_initializer=positive, name=f"{phase}_stage4_block2_conv2"
+            4, 4, strides=4, use_bias=False, kernel_initializer=positive, name=f"{phase}_stage4_block2_out"
         )(x)
         pooled.append(keras.layers.GlobalAveragePooling2D(name=f"{phase}_pool")(x))
     x = keras.layers.Concatenate(name="cdlm_concat")(pooled + [inputs["tabular"]])
@@ -106,7 +106,7 @@ def test_maps_of_the_cdlm_have_the_documented_shape_and_match_a_hand_computed_gr
         assert np.allclose(cam.max(axis=(1, 2)), 1.0)
 
     # Independent Grad-CAM: channel weights = spatial mean of d logit / d features, ReLU of the weighted sum.
-    layer = cdlm.get_layer("portal_stage4_block2_conv2")
+    layer = cdlm.get_layer("portal_stage4_block2_out")
     probe = keras.Model(cdlm.inputs, [cdlm.get_layer("cdlm_logit").output, layer.output])
     feeds = [tf.constant(inputs[t.name]) for t in cdlm.inputs]
     with tf.GradientTape() as tape:
@@ -177,3 +177,20 @@ def test_fused_engine_gives_the_tf_keras_vis_maps(cdlm, method):
         np.testing.assert_allclose(fused[phase], reference[phase], atol=1e-4)
     with pytest.raises(ValueError, match="engine"):
         compute_gradcam(cdlm, inputs, ["portal"], engine="torch")
+
+
+def test_target_is_the_stage_output_the_pooling_reads(cdlm):
+    from mvi_tf.explain import target_layer_name
+
+    assert target_layer_name("portal") == "portal_stage4_block2_out"
+    assert target_layer_name("portal", stage=3) == "portal_stage3_block2_out"
+    with pytest.raises(ValueError, match="stage"):
+        target_layer_name("portal", stage=5)
+    # The stage-4 output feeds the branch's global average pooling directly.
+    pool = cdlm.get_layer("portal_pool")
+    assert pool.input is cdlm.get_layer(target_layer_name("portal")).output
+    inputs = _inputs(batch=2, size=CDLM_SIZE)
+    fine = compute_gradcam(cdlm, inputs, ["portal"], stage=3)["portal"]
+    assert fine.shape == (2, CDLM_SIZE, CDLM_SIZE) and np.allclose(fine.max(axis=(1, 2)), 1.0)
+    fused = compute_gradcam(cdlm, inputs, ["portal"], stage=3, engine="fused")["portal"]
+    np.testing.assert_allclose(fused, fine, atol=1e-4)

@@ -59,6 +59,7 @@ def test_explain_run_writes_maps_overlays_and_a_summary(study):
     summary = explain_run(study["run"], study["records"], out, cohort_dir=study["cohort"], cohorts=None,
                           max_patients=4, progress=False)
     assert summary["phases"] == ["plain", "arterial", "portal"]
+    assert summary["target_layers"] == {p: f"{p}_stage4_block2_out" for p in summary["phases"]}
     assert summary["n_patients"] == 4 and summary["n_mvi_positive"] >= 2
     assert json.loads((out / "explain_summary.json").read_text()) == summary
     loc = summary["localisation"]
@@ -106,11 +107,13 @@ def test_cli_explain_selected_patients_with_gradcam_plus_plus(study):
     out = study["root"] / "explain_cli"
     result = CliRunner().invoke(main, [
         "explain", "--run", str(study["run"]), "--data", str(study["records"]), "--patients", pid,
-        "--out", str(out), "--method", "gradcam++", "--cohorts", "all",
+        "--out", str(out), "--method", "gradcam++", "--cohorts", "all", "--stage", "3",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "explain_summary.json").read_text())
     assert summary["method"] == "gradcam++" and summary["n_patients"] == 1
+    assert summary["target_layers"]["portal"] == "portal_stage3_block2_out"
+    assert np.load(out / "maps" / f"{pid}.npz")["roi_portal"].shape == (SIZE, SIZE)
     assert (out / "overlays" / f"{pid}.png").is_file()
     # Without --cohort there is nothing to score against, and the summary says so.
     assert summary["localisation"] is None and "cohort" in summary["localisation_note"]

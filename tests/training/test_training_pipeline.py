@@ -77,6 +77,29 @@ def test_augmentation_same_geometry_for_all_phases_and_slice_order_kept():
         Augmentation(["arterial"], rotation_deg=90)
 
 
+def test_quarter_turns_and_flips_reach_all_eight_symmetries_of_the_square():
+    size = 16
+    base = np.zeros((size, size, 3), np.float32)
+    base[1:4, 9:14, :] = 1.0  # an asymmetric peritumoral "sign" near the top-right edge
+    base[2, 12, 1] = 0.5
+    example = {"t2": tf.constant(base), "hepatobiliary": tf.constant(base)}
+    aug = Augmentation(["t2", "hepatobiliary"], flip=True, rot90=True, rotation_deg=0, shift_fraction=0,
+                       intensity_jitter=0)
+    symmetries = {np.rot90(f, k).tobytes() for f in (base, base[:, ::-1]) for k in range(4)}
+    assert len(symmetries) == 8
+    seen = set()
+    for s in range(64):
+        out = aug(example, tf.constant([s, 3], tf.int64))
+        t2, hbp = out["t2"].numpy(), out["hepatobiliary"].numpy()
+        np.testing.assert_array_equal(t2, hbp)  # one geometry for every phase
+        assert t2.tobytes() in symmetries  # exact: no interpolation
+        seen.add(t2.tobytes())
+    assert seen == symmetries
+    # Off by default in the class; the training config switches it on.
+    plain = Augmentation(["t2"], flip=False, rotation_deg=0, shift_fraction=0, intensity_jitter=0)
+    assert np.array_equal(plain(example, tf.constant([5, 3], tf.int64))["t2"].numpy(), base)
+
+
 def test_pipeline_from_tfrecords(tmp_path):
     from mvi_tf.data import read_examples
 
