@@ -136,6 +136,9 @@ class TrainConfig:
         Adam learning rate of the fusion and CDLM stages.
     patience : int
         Early-stopping patience on validation AUC (best weights restored).
+    lr_schedule : str
+        ``cosine`` (default): the learning rate of every stage decays from its initial value to zero over
+        ``epochs`` epochs (cosine), so late epochs refine instead of jumping around; ``constant`` keeps it fixed.
     fine_tune_backbones : bool
         Whether the ResNet18 backbones keep training in the fusion and CDLM stages. False (default) freezes
         them after the signature stage, so the later stages train their dense heads only: much faster on CPU.
@@ -159,7 +162,8 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     head_learning_rate: float = 1e-3
-    patience: int = 5
+    patience: int = 8
+    lr_schedule: str = "cosine"
     fine_tune_backbones: bool = False
     p_threshold: float = 0.05
     class_weight: bool = True
@@ -212,6 +216,8 @@ class Config:
                 "train learning rates must be > 0. Received: "
                 f"learning_rate={t.learning_rate}, head_learning_rate={t.head_learning_rate}"
             )
+        if t.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"train.lr_schedule must be 'cosine' or 'constant'. Received: lr_schedule={t.lr_schedule!r}")
         if t.patience < 0:
             raise ValueError(f"train.patience must be >= 0. Received: patience={t.patience}")
         if not 0.0 < t.p_threshold < 1.0:

@@ -34,7 +34,7 @@ class StudySettings:
     scale: float = 1.0
     dicom_image_size_px: int = 128
     roi_image_size_px: int = 96
-    epochs: int = 12
+    epochs: int = 20
     seed: int = 0
     explain_max_patients: int = 40
     workers: int | None = None

@@ -71,9 +71,18 @@ class _MultiWorkerView(keras.Model):
 
 
 def compile_for_training(
-    model: keras.Model, learning_rate: float, jit_compile: bool, multi_worker: bool = False
+    model: keras.Model, learning_rate: float, jit_compile: bool, multi_worker: bool = False,
+    decay_steps: int | None = None,
 ) -> keras.Model:
-    """Single-output training view of ``model``, compiled with Adam, binary cross-entropy and AUC."""
+    """Single-output training view of ``model``, compiled with Adam, binary cross-entropy and AUC.
+
+    With ``decay_steps`` the learning rate follows a cosine decay from ``learning_rate`` to zero over that many
+    optimizer steps; otherwise it is constant.
+    """
+    if decay_steps is not None:
+        if decay_steps < 1:
+            raise ValueError(f"`decay_steps` must be >= 1. Received: decay_steps={decay_steps}")
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     if multi_worker:
         view = _MultiWorkerView(model.input, model.output[OUTPUT_KEY], name=f"{model.name}_training")
     else:
@@ -116,6 +125,7 @@ def run_stage(
     patience: int,
     jit_compile: bool = False,
     verbose: int | str = "auto",
+    decay_steps: int | None = None,
 ) -> tuple[keras.Model, StageResult]:
     """Train one stage (or load it when already complete) and save ``model_dir/<name>.keras``.
 
@@ -140,6 +150,8 @@ def run_stage(
         XLA-compile the train step.
     verbose : int or str
         Keras progress-bar verbosity.
+    decay_steps : int, optional
+        Optimizer steps of the cosine learning-rate decay (see :func:`compile_for_training`); None: constant.
     """
     model_path = Path(model_dir) / f"{name}.keras"
     if model_path.is_file():
@@ -151,7 +163,7 @@ def run_stage(
     multi_worker = bool(strategy.extended._in_multi_worker_mode())
     with strategy.scope():
         model = build()
-        view = compile_for_training(model, learning_rate, jit_compile, multi_worker)
+        view = compile_for_training(model, learning_rate, jit_compile, multi_worker, decay_steps)
     callbacks = stage_callbacks(run_dir, name, patience)
     backup = Path(run_dir) / "checkpoints" / f"backup_{name}"
     history_csv = Path(run_dir) / "history" / f"{name}.csv"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -286,6 +287,7 @@ def _train(
     stage_args = {
         "run_dir": run_dir, "model_dir": run_dir, "strategy": strategy, "epochs": t.epochs, "patience": t.patience,
         "jit_compile": t.xla, "verbose": verbose,
+        "decay_steps": math.ceil(len(train_ids) / t.batch_size) * t.epochs if t.lr_schedule == "cosine" else None,
     }
     results = []
     signatures = {}
