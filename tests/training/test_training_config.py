@@ -36,6 +36,7 @@ def test_flat_overrides_ignore_none_and_apply_after_yaml(tmp_path):
         ({"model": {"dropout": 1.0}}, "dropout=1.0"),
         ({"train": {"epoch": 3}}, "train.epoch"),
         ({"optim": {}}, "optim"),
+        ({"train": {"lr_schedule": "step"}}, "lr_schedule='step'"),
     ],
 )
 def test_bad_values_name_the_field(values, match):
@@ -48,3 +49,25 @@ def test_bad_yaml_names_the_file(tmp_path):
     path.write_text("train:\n  batch_size: 0\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         Config.load(path)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_stage():
+    import keras
+
+    from mvi_tf.training.stages import compile_for_training
+
+    inputs = keras.Input((2,), name="x")
+    model = keras.Model(inputs, {"mvi_probability": keras.layers.Dense(1, activation="sigmoid")(inputs)})
+    view = compile_for_training(model, 1e-3, jit_compile=False, decay_steps=10)
+    lr = view.optimizer._get_current_learning_rate
+    assert float(lr()) == pytest.approx(1e-3)
+    view.optimizer.iterations.assign(5)
+    assert float(lr()) == pytest.approx(5e-4, rel=1e-3)
+    view.optimizer.iterations.assign(10)
+    assert float(lr()) == pytest.approx(0.0, abs=1e-9)
+    constant = compile_for_training(model, 1e-3, jit_compile=False)
+    constant.optimizer.iterations.assign(10)
+    assert float(constant.optimizer._get_current_learning_rate()) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="decay_steps=0"):
+        compile_for_training(model, 1e-3, jit_compile=False, decay_steps=0)
+    assert Config().train.lr_schedule == "cosine"
