@@ -12,15 +12,17 @@ from data_prep.synthetic.cohort import (
     draw_cohort_table,
     generate_cohort,
 )
-from data_prep.synthetic.phenotype import CENTRES, MASK_PHASE, MODALITY_PHASES
+from data_prep.synthetic.phenotype import CENTRES, MASK_PHASE, MODALITY_PHASES, SIGN_PHASES, visible_signs
 
 __all__ = [
     "CENTRES",
     "MASK_PHASE",
     "MODALITY_PHASES",
+    "SIGN_PHASES",
     "CohortSummary",
     "bayes_auc",
     "cohort_tables",
     "draw_cohort_table",
     "generate_cohort",
+    "visible_signs",
 ]

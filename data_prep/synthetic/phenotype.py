@@ -70,6 +70,30 @@ SIGN_PROBABILITIES: dict[str, dict[str, tuple[float, float]]] = {
     },
 }
 
+SIGN_PHASES: dict[str, tuple[str, ...] | None] = {
+    "peritumoral_enhancement": ("arterial",),
+    "peritumoral_hbp_hypointensity": ("hepatobiliary",),
+    "capsule_interruption": None,
+    "microsatellites": None,
+}
+"""Phases in which each peritumoral sign is rendered (None: every phase). A capsule interruption shows only
+where the tumour has a capsule."""
+
+
+def visible_signs(truth_row: dict, phase: str) -> list[str]:
+    """Peritumoral signs of one study (a ``truth/patients.csv`` row) that are rendered in ``phase``'s image."""
+    shown = []
+    for sign, phases in SIGN_PHASES.items():
+        if int(float(truth_row.get(f"sign_{sign}", 0) or 0)) != 1:
+            continue
+        if phases is not None and phase not in phases:
+            continue
+        if sign == "capsule_interruption" and int(float(truth_row.get("capsule_present", 0) or 0)) != 1:
+            continue
+        shown.append(sign)
+    return shown
+
+
 # Tumour-level (modality-independent) findings: P(present | MVI=1), P(present | MVI=0).
 MULTIFOCAL_P = (0.27, 0.17)
 LOBULATED_P = (0.60, 0.50)

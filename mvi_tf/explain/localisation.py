@@ -161,6 +161,7 @@ class PatientScore:
     random_energy: float
     chance: float
     rank_corr_random: float
+    sign_visible: bool | None = None
 
 
 def score_patient(
@@ -171,8 +172,13 @@ def score_patient(
     sector: np.ndarray,
     pixel_mm: float,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    sign_visible: bool | None = None,
 ) -> PatientScore | None:
-    """Score one phase map of one patient against its invasion sector; None when the sector misses the ROI."""
+    """Score one phase map of one patient against its invasion sector; None when the sector misses the ROI.
+
+    ``sign_visible`` records whether the truth says a peritumoral sign is rendered in this phase's image (None:
+    unknown); a map cannot be expected to find an invasion that its image does not show.
+    """
     region = target_region(sector, pixel_mm, tolerance_mm)
     if not region.any():
         return None
@@ -188,6 +194,7 @@ def score_patient(
         random_energy=energy_fraction(random_cam, region),
         chance=float(region.mean()),
         rank_corr_random=rank_correlation(cam, random_cam),
+        sign_visible=sign_visible,
     )
 
 
@@ -213,7 +220,8 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str]) -> d
     dict
         ``{"per_phase": {phase: {...}}, "phase_ranking": [phase, ...], "n_patients": int}``; rates are None for
         a phase without scored patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
-        hits.
+        hits. Where the scores know whether a sign is visible in the phase, ``n_sign_visible`` and ``sign_visible``
+        (the same summary over those patients only) are added.
     """
     per_phase: dict[str, dict] = {}
     for phase in phases:
@@ -222,28 +230,38 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str]) -> d
             per_phase[phase] = {"n": 0}
             warnings.warn(f"No MVI-positive patient with an invasion sector in the ROI for phase {phase!r}.", stacklevel=2)
             continue
-        hits = [s.hit for s in rows]
-        per_phase[phase] = {
-            "n": len(rows),
-            "hit_rate": _mean([float(h) for h in hits]),
-            "energy_fraction": _mean([s.energy for s in rows]),
-            "centre_baseline": {
-                "hit_rate": _mean([float(s.centre_hit) for s in rows]),
-                "energy_fraction": _mean([s.centre_energy for s in rows]),
-            },
-            "randomised_weights": {
-                "hit_rate": _mean([float(s.random_hit) for s in rows]),
-                "energy_fraction": _mean([s.random_energy for s in rows]),
-            },
-            "chance": _mean([s.chance for s in rows]),
-            "rank_corr_vs_randomised_mean": _mean([s.rank_corr_random for s in rows]),
-            "p_vs_centre": _mcnemar_exact(hits, [s.centre_hit for s in rows]),
-            "p_vs_random": _mcnemar_exact(hits, [s.random_hit for s in rows]),
-        }
+        per_phase[phase] = _phase_summary(rows)
+        known = [s for s in rows if s.sign_visible is not None]
+        if known:
+            visible = [s for s in known if s.sign_visible]
+            per_phase[phase]["n_sign_visible"] = len(visible)
+            per_phase[phase]["sign_visible"] = _phase_summary(visible) if visible else None
     ranked = [p for p in phases if per_phase[p].get("n")]
     ranked.sort(key=lambda p: (-per_phase[p]["hit_rate"], -(per_phase[p]["energy_fraction"] or 0.0)))
     return {
         "per_phase": per_phase,
         "phase_ranking": ranked,
         "n_patients": len({s.patient_id for s in scores}),
+    }
+
+
+def _phase_summary(rows: Sequence[PatientScore]) -> dict:
+    """Hit rate, energy fraction, both baselines, chance and McNemar p-values over ``rows``."""
+    hits = [s.hit for s in rows]
+    return {
+        "n": len(rows),
+        "hit_rate": _mean([float(h) for h in hits]),
+        "energy_fraction": _mean([s.energy for s in rows]),
+        "centre_baseline": {
+            "hit_rate": _mean([float(s.centre_hit) for s in rows]),
+            "energy_fraction": _mean([s.centre_energy for s in rows]),
+        },
+        "randomised_weights": {
+            "hit_rate": _mean([float(s.random_hit) for s in rows]),
+            "energy_fraction": _mean([s.random_energy for s in rows]),
+        },
+        "chance": _mean([s.chance for s in rows]),
+        "rank_corr_vs_randomised_mean": _mean([s.rank_corr_random for s in rows]),
+        "p_vs_centre": _mcnemar_exact(hits, [s.centre_hit for s in rows]),
+        "p_vs_random": _mcnemar_exact(hits, [s.random_hit for s in rows]),
     }

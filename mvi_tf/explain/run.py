@@ -8,7 +8,8 @@ into ``out_dir``:
 - ``overlays/<patient_id>.png`` — all phases side by side (full slice with ROI box and map; ROI close-up);
 - ``maps/<patient_id>.npz`` — ROI-frame and slice-frame maps per phase, randomised-weight maps, the sector;
 - ``feature_maps/<patient_id>_<phase>.png`` — stage-1 and stage-4 activations of the first patient (Figure S3);
-- ``localisation.csv`` — one row per scored MVI-positive patient and phase;
+- ``localisation.csv`` — one row per scored MVI-positive patient and phase (with whether the truth renders a
+  peritumoral sign in that phase's image);
 - ``explain_summary.json`` — hit rate and energy fraction per phase with both baselines, the chance level, the
   phases ranked by hit rate, and the rank correlation between trained and randomised-weight maps.
 """
@@ -172,6 +173,22 @@ def _roi_frames(records_dir: Path, modality: str, image_size: int) -> dict[str, 
     return frames
 
 
+def _truth_rows(cohort_dir: Path, modality: str) -> dict[str, dict]:
+    """``truth/patients.csv`` rows of one modality by patient (empty when the cohort has no such table)."""
+    path = cohort_dir / "truth" / "patients.csv"
+    if not path.is_file():
+        return {}
+    return {r["patient_id"]: r for r in _read_csv(path) if r.get("modality") == modality}
+
+
+def _sign_visible(truth_row: dict | None, phase: str) -> bool | None:
+    if truth_row is None:
+        return None
+    from data_prep.synthetic.phenotype import visible_signs
+
+    return bool(visible_signs(truth_row, phase))
+
+
 def _series_dirs(cohort_dir: Path, modality: str) -> dict[tuple[str, str], tuple[Path, str | None]]:
     rows = _read_csv(cohort_dir / "manifest.csv")
     return {
@@ -297,6 +314,7 @@ def explain_run(
     image_size = int(examples[0][phases[0]].shape[0])
     frames = _roi_frames(records_dir, modality, image_size)
     series = _series_dirs(cohort_dir, modality) if cohort_dir is not None else {}
+    truth_rows = _truth_rows(cohort_dir, modality) if cohort_dir is not None else {}
 
     view = score_view(model)
     maps, probabilities = _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine, stage)
@@ -342,7 +360,8 @@ def explain_run(
             else:
                 sector = read_nifti_mask_in_roi(truth, frame)
                 scored = [
-                    loc.score_patient(pid, p, roi_maps[p], rnd_maps[p], sector, frame.pixel_mm, tolerance_mm)
+                    loc.score_patient(pid, p, roi_maps[p], rnd_maps[p], sector, frame.pixel_mm, tolerance_mm,
+                                      sign_visible=_sign_visible(truth_rows.get(pid), p))
                     for p in phases
                 ]
                 if scored[0] is None:

@@ -79,3 +79,16 @@ def test_summary_ranks_phases_and_compares_with_baselines():
     assert 0.0 < art["chance"] < 0.2
     # A sector outside the ROI cannot be scored.
     assert loc.score_patient("P9", "arterial", hot, cold, np.zeros((32, 32), bool), 1.0) is None
+
+
+def test_summary_splits_out_patients_whose_phase_shows_a_sign():
+    def score(pid, hit, visible):
+        return loc.PatientScore(pid, "arterial", hit, 0.5, False, 0.1, False, 0.2, 0.15, 0.0, sign_visible=visible)
+
+    scores = [score("a", True, True), score("b", True, True), score("c", False, False), score("d", False, False)]
+    row = loc.summarise_scores(scores, ["arterial"])["per_phase"]["arterial"]
+    assert row["n"] == 4 and row["hit_rate"] == 0.5
+    assert row["n_sign_visible"] == 2 and row["sign_visible"]["hit_rate"] == 1.0
+    assert row["sign_visible"]["randomised_weights"]["hit_rate"] == 0.0
+    unknown = [loc.PatientScore("e", "arterial", True, 0.5, False, 0.1, False, 0.2, 0.15, 0.0)]
+    assert "sign_visible" not in loc.summarise_scores(unknown, ["arterial"])["per_phase"]["arterial"]

@@ -68,6 +68,8 @@ def test_explain_run_writes_maps_overlays_and_a_summary(study):
         assert row["n"] >= 1 and 0.0 <= row["hit_rate"] <= 1.0 and 0.0 <= row["energy_fraction"] <= 1.0
         assert 0.0 <= row["centre_baseline"]["hit_rate"] <= 1.0 and 0.0 < row["chance"] < 1.0
         assert -1.0 <= summary["rank_corr_trained_vs_randomised"][phase]["mean"] <= 1.0
+        # The synthetic truth tells which patients' images show a sign in this phase.
+        assert 0 <= row["n_sign_visible"] <= row["n"]
     assert sorted(loc["phase_ranking"]) == sorted(summary["phases"])
 
     with (study["records"] / "prepare_report.csv").open() as f:
@@ -86,6 +88,7 @@ def test_explain_run_writes_maps_overlays_and_a_summary(study):
     assert len(list((out / "feature_maps").glob("*.png"))) == 3
     rows = list(csv.DictReader((out / "localisation.csv").open()))
     assert rows and {r["phase"] for r in rows} == set(summary["phases"])
+    assert {r["sign_visible"] for r in rows} <= {"True", "False"}
 
     # Privacy: no identifying DICOM value in any output file.
     secrets = _identifying_values(study["cohort"])

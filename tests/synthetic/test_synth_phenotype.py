@@ -129,3 +129,18 @@ def test_cli_help_lists_every_option():
     assert result.exit_code == 0
     for option in ("--out", "--seed", "--scale", "--image-size", "--workers", "750 patients", "64..512"):
         assert option in result.output
+
+
+def test_visible_signs_follow_the_phases_that_render_them():
+    from data_prep.synthetic import visible_signs
+
+    row = {"sign_peritumoral_enhancement": "1", "sign_capsule_interruption": "1",
+           "sign_peritumoral_hbp_hypointensity": "1", "sign_microsatellites": "0", "capsule_present": "0"}
+    assert visible_signs(row, "arterial") == ["peritumoral_enhancement"]
+    assert visible_signs(row, "hepatobiliary") == ["peritumoral_hbp_hypointensity"]
+    assert visible_signs(row, "portal") == []  # the interruption of an absent capsule shows nowhere
+    row["capsule_present"] = "1"
+    assert visible_signs(row, "portal") == ["capsule_interruption"]
+    ct_row = {"sign_peritumoral_enhancement": "0", "sign_capsule_interruption": "0",
+              "sign_peritumoral_hbp_hypointensity": "-1", "sign_microsatellites": "1", "capsule_present": "1"}
+    assert visible_signs(ct_row, "plain") == ["microsatellites"]  # -1: not a sign of this modality
