@@ -244,7 +244,7 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
           lambda: prepare_cohort(layout.cohort, layout.records, image_size=settings.roi_image_size_px,
                                  workers=settings.workers))
     for modality in MODALITIES:
-        stage(f"train_{modality}", {"epochs": settings.epochs, "seed": settings.seed}, ["prepare"],
+        stage(f"train_{modality}", _train_inputs(settings), ["prepare"],
               [layout.run(modality) / "cdlm.keras", layout.run(modality) / "predictions.csv"],
               lambda m=modality: _train_fresh(layout, m, settings, stage.fingerprints["prepare"], train))
     runs = [layout.run(m) for m in MODALITIES]
@@ -275,6 +275,14 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
     return {"study_dir": str(layout.root), "report": str(report), "timings_s": timings}
 
 
+def _train_inputs(settings: StudySettings) -> dict[str, Any]:
+    """What a training run depends on besides its records: epochs, seed and the default training recipe."""
+    from mvi_tf.config import Config
+
+    recipe = dataclasses.asdict(Config())
+    return {"epochs": settings.epochs, "seed": settings.seed, "recipe": {k: recipe[k] for k in ("data", "model", "train")}}
+
+
 def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, records_fingerprint: str,
                  train: Callable[..., Any]) -> Any:
     """Train one modality; a run directory left by other records or settings is replaced, not resumed.
@@ -284,7 +292,7 @@ def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, re
     """
     run_dir = layout.run(modality)
     stamp = run_dir / "study_inputs.json"
-    inputs = {"records": records_fingerprint, "epochs": settings.epochs, "seed": settings.seed}
+    inputs = {"records": records_fingerprint, **_train_inputs(settings)}
     if run_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != inputs):
         log.info("run directory %s was trained on other inputs; starting afresh", run_dir)
         shutil.rmtree(run_dir)

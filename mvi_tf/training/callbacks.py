@@ -37,7 +37,8 @@ def stage_callbacks(
     stage : str
         Stage name: ``signature_<phase>``, ``fusion`` or ``cdlm``.
     patience : int
-        Epochs without validation-AUC improvement before stopping; best weights are restored.
+        Epochs without validation-AUC improvement before stopping, the best weights then restored; 0 disables
+        early stopping (the stage runs all its epochs and keeps the last weights).
     tensorboard : bool
         Write TensorBoard logs.
 
@@ -50,10 +51,12 @@ def stage_callbacks(
     run_dir = Path(run_dir)
     for sub in ("history", "checkpoints", "logs"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
+    callbacks: list[keras.callbacks.Callback] = []
+    if patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=patience, restore_best_weights=True, verbose=0
-        ),
+        ))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / f"{stage}.best.weights.h5"),
             monitor=MONITOR,
