@@ -71,3 +71,19 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_stage():
     with pytest.raises(ValueError, match="decay_steps=0"):
         compile_for_training(model, 1e-3, jit_compile=False, decay_steps=0)
     assert Config().train.lr_schedule == "cosine"
+
+
+def test_patience_zero_trains_every_epoch_and_keeps_the_last_weights(tmp_path):
+    import keras
+
+    from mvi_tf.training.callbacks import stage_callbacks
+
+    def kinds(patience):
+        return [type(c) for c in stage_callbacks(tmp_path, "signature_t2", patience, tensorboard=False)]
+
+    assert keras.callbacks.EarlyStopping not in kinds(0)
+    assert Config().train.patience == 0
+    early = [c for c in stage_callbacks(tmp_path, "fusion", 3, tensorboard=False)
+             if isinstance(c, keras.callbacks.EarlyStopping)]
+    assert len(early) == 1 and early[0].patience == 3 and early[0].restore_best_weights
+    assert isinstance(stage_callbacks(tmp_path, "cdlm", 0)[-1], keras.callbacks.BackupAndRestore)
