@@ -48,7 +48,8 @@ def build_tiny_cdlm(phases=CT_PHASES, image_size: int = IMAGE_SIZE, n_tabular: i
         x = keras.layers.Normalization(
             mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2], name=f"{p}_imagenet_norm"
         )(inputs[p])
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name=f"{p}_stage4_block2_conv2")(x)
+        x = keras.layers.Conv2D(8, 3, strides=2, name=f"{p}_stage4_block2_conv2")(x)
+        x = keras.layers.ReLU(name=f"{p}_stage4_block2_out")(x)
         x = keras.layers.GlobalAveragePooling2D(name=f"{p}_pool")(x)
         pooled.append(x)
         outputs[f"{p}_signature"] = keras.layers.Dense(1, activation="sigmoid", name=f"{p}_signature")(x)
