@@ -5,7 +5,8 @@ For each phase the class activation map is taken at the output of that phase's l
 global average pooling reads; ``stage=3`` takes stage 3's output instead, at twice the resolution). The
 convolution inside the last block (``<phase>_stage4_block2_conv2``) is not used: it sits before batch
 normalisation and the identity shortcut, so its gradients describe only part of what the head sees (on the demo
-cohort its maps scored at chance). The gradient of the MVI score with respect to the feature map weights its channels
+cohort its maps did no better than those of randomised weights). The gradient of the MVI score with respect to the
+feature map weights its channels
 (Grad-CAM: spatial mean of the gradient; Grad-CAM++: the higher-order weighting of Chattopadhay et al. 2018). The
 score is the model's MVI *logit* when the model has one (``cdlm_logit``, ``fusion_logit`` or
 ``<phase>_signature_logit``), else the probability. For a sigmoid output the two give the same Grad-CAM up to a
@@ -36,9 +37,9 @@ DEFAULT_STAGE = 4
 
 def target_layer_name(phase: str, stage: int = DEFAULT_STAGE) -> str:
     """Grad-CAM target of a phase branch: the output of its ResNet18 stage ``stage`` (default the last, 4)."""
-    if stage not in (1, 2, 3, 4):
-        raise ValueError(f"`stage` must be 1, 2, 3 or 4. Received: stage={stage}")
-    return f"{phase}_stage{stage}_block2_out"
+    from mvi_tf.models.resnet18 import stage_output_layer_name
+
+    return stage_output_layer_name(phase, stage)
 
 
 def last_conv_layer_name(phase: str) -> str:

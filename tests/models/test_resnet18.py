@@ -11,6 +11,7 @@ from mvi_tf.models.resnet18 import (
     apply_resnet18,
     last_conv_layer_name,
     resnet18_classifier,
+    stage_output_layer_name,
 )
 
 
@@ -43,6 +44,10 @@ def test_layer_names_and_feature_map_shape():
     assert downsampled == {f"arterial_stage{s}_block1" for s in (2, 3, 4)}
     assert last_conv_layer_name("arterial") == "arterial_stage4_block2_conv2"
     assert model.get_layer(last_conv_layer_name("arterial")).output.shape == (None, 2, 2, 512)
+    assert stage_output_layer_name("arterial") == "arterial_stage4_block2_out"
+    assert model.get_layer(stage_output_layer_name("arterial", 3)).output.shape == (None, 4, 4, 256)
+    with pytest.raises(ValueError, match="stage=0"):
+        stage_output_layer_name("arterial", 0)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 20 and not any(layer.use_bias for layer in convs)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
