@@ -198,7 +198,8 @@ def _series_dirs(cohort_dir: Path, modality: str) -> dict[tuple[str, str], tuple
     }
 
 
-def _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine="tf-keras-vis", stage=4):
+def _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine="tf-keras-vis",
+                  stage=DEFAULT_STAGE):
     maps = {p: [] for p in phases}
     probs = []
     for start in range(0, len(examples), batch_size):

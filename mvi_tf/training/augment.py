@@ -75,9 +75,8 @@ class Augmentation:
         angle = tf.random.stateless_uniform([], seeds[1], -1.0, 1.0) * (self.rotation_deg * math.pi / 180.0)
         shift = tf.random.stateless_uniform([2], seeds[2], -1.0, 1.0) * (self.shift_fraction * side)
         transform = _rotation_shift_transform(angle, shift[0], shift[1], side)
-        quarter_turns = (
-            tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32) if self.rot90 else tf.constant(0)
-        )
+        if self.rot90:
+            quarter_turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
 
         out = dict(features)
         for i, phase in enumerate(self.phases):
