@@ -113,11 +113,15 @@ class ModelConfig:
     weights : str or None
         torchvision ResNet18 state dict (``.pth``/``.npz``) loaded into every phase branch; None starts
         from random initialisation.
+    monotone_head : bool
+        Non-negative CDLM weights on the signatures (``build_cdlm(monotone=True)``): a rising signature never
+        lowers the combined risk, so each phase's attention map keeps the meaning "evidence for MVI".
     """
 
     hidden_units: int = 64
     dropout: float = 0.3
     weights: str | None = None
+    monotone_head: bool = True
 
 
 @dataclasses.dataclass

@@ -314,9 +314,13 @@ def _train(
     results.append(res)
 
     def build_combined() -> keras.Model:
-        cdlm = build_cdlm(phases, image_size, len(selected), m.hidden_units, m.dropout)
-        transfer_weights(fusion, cdlm)
+        cdlm = build_cdlm(phases, image_size, len(selected), m.hidden_units, m.dropout, monotone=m.monotone_head)
+        for sig in signatures.values():
+            transfer_weights(sig, cdlm)
+        # The CDLM integrates the signatures as they are: with frozen trunks their heads stay frozen too.
         freeze_backbones(cdlm, phases, trainable=t.fine_tune_backbones)
+        for phase in phases:
+            cdlm.get_layer(f"{phase}_signature_logit").trainable = t.fine_tune_backbones
         return cdlm
 
     _, res = run_stage("cdlm", build_combined, *datasets([*phases, "tabular"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mvi_tf.models.cdlm import (
     IMAGENET_MEAN,
@@ -71,12 +72,15 @@ def test_contract_names_inputs_outputs(models, kind):
         ):
             model.get_layer(f"{phase}_{layer}")
         assert all(w.path.startswith(phase) for w in model.get_layer(f"{phase}_stage1_block1_bn1").weights)
-    if kind != "signature":
-        for layer in ("fusion_concat", "fusion_dropout", "fusion_dense"):
+    if kind == "fusion":
+        for layer in ("fusion_concat", "fusion_dropout", "fusion_dense", "fusion_logit"):
             model.get_layer(layer)
     if kind == "cdlm":
-        for layer in ("cdlm_concat", "cdlm_dense", "cdlm_logit", "cdlm_probability"):
+        for layer in ("cdlm_signatures", "cdlm_signature_dense", "cdlm_tabular_dense", "cdlm_add", "cdlm_dense",
+                      "cdlm_logit", "cdlm_probability"):
             model.get_layer(layer)
+        # The paper's CDLM integrates the signatures, not the fusion model's features.
+        assert not [layer.name for layer in model.layers if layer.name.startswith("fusion")]
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
@@ -125,17 +129,47 @@ def test_transfer_signature_to_fusion_to_cdlm():
             rtol=1e-5,
         )
     copied = transfer_weights(fusion, cdlm)
-    assert set(copied) == {layer.name for layer in fusion.layers if layer.weights}
-    np.testing.assert_array_equal(
-        cdlm.get_layer("fusion_dense").get_weights()[0], fusion.get_layer("fusion_dense").get_weights()[0]
-    )
+    branch_layers = {layer.name for layer in fusion.layers if layer.weights and not layer.name.startswith("fusion")}
+    assert set(copied) == branch_layers  # every branch layer; the fusion head has no place in the CDLM
     cdlm_out = _predict(cdlm, data)
     for phase in PHASES:
         np.testing.assert_allclose(
             cdlm_out[f"{phase}_signature"], fusion_out[f"{phase}_signature"], rtol=1e-5
         )
     wider = build_cdlm(PHASES, SIZE, N_TABULAR + 1, hidden_units=8)
-    assert "cdlm_dense" not in transfer_weights(cdlm, wider)  # shape differs: skipped, not forced
+    copied = transfer_weights(cdlm, wider)
+    assert "cdlm_tabular_dense" not in copied  # shape differs: skipped, not forced
+    assert "cdlm_signature_dense" in copied and "cdlm_logit" in copied
+
+
+@pytest.mark.parametrize("monotone", [True, False])
+def test_cdlm_phase_gradient_is_the_signature_gradient_times_a_scalar(monotone):
+    """A phase reaches the combined head only through its signature score, so d(CDLM logit)/d(image) is the
+    signature's gradient times one scalar per patient; the monotone head keeps that scalar non-negative."""
+    keras.utils.set_random_seed(3)
+    cdlm = build_cdlm(PHASES, SIZE, N_TABULAR, hidden_units=8, dropout=0.0, monotone=monotone)
+    phase = PHASES[0]
+    probe = keras.Model(cdlm.input, [cdlm.get_layer("cdlm_logit").output,
+                                     cdlm.get_layer(f"{phase}_signature_logit").output])
+    data = {k: tf.convert_to_tensor(v) for k, v in _inputs(PHASES, N_TABULAR, seed=4).items()}
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(data[phase])
+        combined, signature = probe(data, training=False)
+        combined, signature = tf.reduce_sum(combined), tf.reduce_sum(signature)  # rows are independent
+    g_combined = tape.gradient(combined, data[phase]).numpy().reshape(2, -1)
+    g_signature = tape.gradient(signature, data[phase]).numpy().reshape(2, -1)
+    for row_combined, row_signature in zip(g_combined, g_signature, strict=True):
+        assert np.abs(row_signature).max() > 0
+        scale = float(row_combined @ row_signature) / float(row_signature @ row_signature)
+        np.testing.assert_allclose(row_combined, scale * row_signature, rtol=1e-3, atol=1e-6 * np.abs(row_combined).max())
+        if monotone:
+            assert scale >= 0.0
+    if monotone:
+        assert np.all(cdlm.get_layer("cdlm_signature_dense").get_weights()[0] >= 0)
+        assert np.all(cdlm.get_layer("cdlm_logit").get_weights()[0] >= 0)
+        assert isinstance(cdlm.get_layer("cdlm_logit").kernel_constraint, keras.constraints.NonNeg)
+    else:
+        assert cdlm.get_layer("cdlm_logit").kernel_constraint is None
 
 
 def test_freeze_backbones_and_training_view_share_weights():
@@ -189,4 +223,6 @@ def test_single_phase_fusion_and_all_mri_phases():
     assert set(_predict(model, _inputs(["hepatobiliary"]))) == {"mvi_probability", "hepatobiliary_signature"}
     mri = ("t2", "arterial", "portal", "transitional", "hepatobiliary")
     cdlm = build_cdlm(mri, SIZE, 1, hidden_units=4)
-    assert cdlm.get_layer("fusion_concat").output.shape == (None, 512 * len(mri))
+    assert cdlm.get_layer("cdlm_signatures").output.shape == (None, len(mri))
+    single = build_cdlm(["hepatobiliary"], SIZE, 1, hidden_units=4)
+    assert single.get_layer("cdlm_signatures").output.shape == (None, 1)

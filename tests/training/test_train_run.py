@@ -74,7 +74,7 @@ def test_run_directory_contract(cli_run):
     assert set(metrics["auc"]["cdlm"]) == {"train", "val", "prospective"}
 
 
-def test_cdlm_is_the_fusion_model_plus_tabular(cli_run):
+def test_cdlm_integrates_the_signatures_with_tabular(cli_run):
     run = cli_run
     selection = json.loads((run / "feature_selection.json").read_text())["selected"]
     cdlm = keras.models.load_model(run / "cdlm.keras")
@@ -82,11 +82,16 @@ def test_cdlm_is_the_fusion_model_plus_tabular(cli_run):
     signature = keras.models.load_model(run / "signature_arterial.keras")
     assert cdlm.get_layer("tabular").output.shape[-1] == len(selection)
     assert {"arterial_stage4_block2_conv2", "portal_stage4_block2_conv2"} <= {layer.name for layer in cdlm.layers}
-    # Frozen backbones (fine_tune_backbones: false): branch weights flow unchanged signature -> fusion -> CDLM.
-    name = "arterial_stage4_block2_conv2"
-    for model in (fusion, cdlm):
-        np.testing.assert_array_equal(model.get_layer(name).get_weights()[0],
-                                      signature.get_layer(name).get_weights()[0])
+    assert cdlm.get_layer("cdlm_signatures").output.shape[-1] == len(PHASES)
+    # Frozen backbones (fine_tune_backbones: false): branch weights flow unchanged signature -> fusion and
+    # signature -> CDLM, and the CDLM keeps each signature's head: it integrates the signatures as trained.
+    for name in ("arterial_stage4_block2_conv2", "arterial_signature_logit"):
+        for model in (fusion, cdlm):
+            np.testing.assert_array_equal(model.get_layer(name).get_weights()[0],
+                                          signature.get_layer(name).get_weights()[0])
+    # The default monotone head: a rising signature never lowers the combined risk.
+    assert np.all(cdlm.get_layer("cdlm_signature_dense").get_weights()[0] >= 0)
+    assert np.all(cdlm.get_layer("cdlm_logit").get_weights()[0] >= 0)
 
 
 def test_same_seed_gives_identical_metrics(cli_run, records, tmp_path):
