@@ -36,7 +36,7 @@ class StudySettings:
     roi_image_size_px: int = 96
     epochs: int = 20
     seed: int = 0
-    explain_max_patients: int = 40
+    explain_max_patients: int = 64  # every MVI-positive prospective patient of the demo cohort (54) and a few negatives
     workers: int | None = None
 
     @classmethod
