@@ -2,10 +2,12 @@
 
 1. ``signature_<phase>`` for every phase: ResNet18 branch trained end to end on that phase alone.
 2. ``fusion``: one branch per phase, initialised from the trained signature models (by layer name).
-3. ``cdlm``: the fusion model plus the selected tabular factors, initialised from the fusion model.
+3. ``cdlm``: every phase's signature integrated with the selected tabular factors by dense layers, its branches
+   initialised from the trained signature models. The fusion model is not part of it; it is compared beside it.
 
-By default (``fine_tune_backbones: false``) stages 2 and 3 freeze the ResNet18 trunks, so only the dense heads
-train: this keeps CPU training fast and makes the later stages strict extensions of the earlier ones. Set
+By default (``fine_tune_backbones: false``) stages 2 and 3 freeze the ResNet18 trunks (and the CDLM keeps the
+signature heads), so only the dense heads train: this keeps CPU training fast and makes the later stages strict
+extensions of the earlier ones. Set
 ``train.fine_tune_backbones: true`` to train everything end to end at ``head_learning_rate``.
 
 A stage whose ``RUN_DIR/<stage>.keras`` exists is complete: a rerun loads it instead of training again. A stage
