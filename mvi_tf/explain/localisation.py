@@ -113,7 +113,8 @@ def randomise_weights(model, phases: Sequence[str], seed: int = 0, levels: Seque
     The copy is built with ``keras.models.clone_model`` (fresh, seeded initialisation of every layer); the
     layers outside ``levels`` then get the trained weights back. ``levels=CASCADE_LEVELS`` is Adebayo et al.'s
     full randomisation; a prefix of it (``("head",)``, ``("head", "stage4")``, ...) is one step of the cascade.
-    Layers with only non-trainable, fixed weights (the ImageNet normalisation) always keep theirs.
+    The fixed ImageNet normalisation always keeps its statistics; frozen layers (the trunks after the signature
+    stage) are learned weights and are re-drawn.
 
     Parameters
     ----------
@@ -140,8 +141,10 @@ def randomise_weights(model, phases: Sequence[str], seed: int = 0, levels: Seque
     for layer in model.layers:
         if not layer.weights:
             continue
+        # Frozen is not fixed: trunks frozen for the later training stages were still learned, so they are
+        # re-drawn like any other layer of their level (only the ImageNet statistics, level None, are fixed).
         level = _level_of(layer.name, phases)
-        if level is not None and level in levels and layer.trainable_weights:
+        if level is not None and level in levels:
             continue
         clone.get_layer(layer.name).set_weights(layer.get_weights())
     return clone

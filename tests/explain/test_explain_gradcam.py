@@ -154,6 +154,23 @@ def test_randomised_weights_change_the_maps(cdlm):
     np.testing.assert_array_equal(again.get_layer(name).get_weights()[0], random_model.get_layer(name).get_weights()[0])
 
 
+def test_randomisation_redraws_frozen_trunks(cdlm):
+    """Training saves the CDLM with frozen trunks; the sanity check must still re-draw them (Adebayo et al.)."""
+    from mvi_tf.models.cdlm import freeze_backbones
+
+    frozen = keras.models.clone_model(cdlm)
+    frozen.set_weights(cdlm.get_weights())
+    freeze_backbones(frozen, ["arterial", "portal"])
+    random_model = randomise_weights(frozen, ["arterial", "portal"], seed=11)
+    for name in ("portal_stage4_block2_conv2", "arterial_conv1"):
+        assert not np.allclose(frozen.get_layer(name).get_weights()[0], random_model.get_layer(name).get_weights()[0])
+    inputs = _inputs(batch=2, seed=5, size=CDLM_SIZE)
+    trained = compute_gradcam(frozen, inputs, ["arterial", "portal"])
+    randomised = compute_gradcam(random_model, inputs, ["arterial", "portal"])
+    corr = [rank_correlation(trained[p][b], randomised[p][b]) for p in ("arterial", "portal") for b in range(2)]
+    assert np.nanmean(corr) < 0.8
+
+
 def test_feature_pattern_maps(cdlm, tmp_path):
     inputs = {k: v[:1] for k, v in _inputs(batch=1, size=CDLM_SIZE).items()}
     layers = default_feature_layers("portal")
