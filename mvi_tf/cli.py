@@ -430,4 +430,8 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
         click.echo(f"  {phase}: hit rate {row['hit_rate']:.2f} (centre {row['centre_baseline']['hit_rate']:.2f}, "
                    f"randomised {row['randomised_weights']['hit_rate']:.2f}, chance {row['chance']:.2f}), "
                    f"energy {row['energy_fraction']:.2f}, n={row['n']}")
+    if localisation.get("phase_ranking"):
+        carriers = localisation.get("localising_phases") or []
+        click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines): "
+                   f"{', '.join(carriers) if carriers else 'none'}")
     click.echo(f"summary: {out_dir}/explain_summary.json")

@@ -215,14 +215,25 @@ def _mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
 
 
-def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str]) -> dict:
-    """Per-phase hit rates and energy fractions with both baselines, and the ranking of phases by hit rate.
+def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alpha: float = 0.05) -> dict:
+    """Per-phase hit rates and energy fractions with both baselines, and which phases carry the localisation.
+
+    Parameters
+    ----------
+    scores : sequence of PatientScore
+        One per scored patient and phase.
+    phases : sequence of str
+        Phases to summarise, in order.
+    alpha : float
+        Significance level of ``localising_phases``.
 
     Returns
     -------
     dict
-        ``{"per_phase": {phase: {...}}, "phase_ranking": [phase, ...], "n_patients": int}``; rates are None for
-        a phase without scored patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
+        ``{"per_phase": {phase: {...}}, "phase_ranking": [phase, ...], "localising_phases": [phase, ...],
+        "alpha": float, "n_patients": int}``. ``localising_phases`` (in ranking order) are the phases whose hit
+        rate beats the centre-of-tumour map, the randomised-weight maps (both at exact McNemar p < ``alpha``)
+        and area chance. Rates are None for a phase without scored patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
         hits. Where the scores know whether a sign is visible in the phase, ``n_sign_visible`` and ``sign_visible``
         (the same summary over those patients only) are added.
     """
@@ -244,8 +255,18 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str]) -> d
     return {
         "per_phase": per_phase,
         "phase_ranking": ranked,
+        "localising_phases": [p for p in ranked if _localises(per_phase[p], alpha)],
+        "alpha": alpha,
         "n_patients": len({s.patient_id for s in scores}),
     }
+
+
+def _localises(row: dict, alpha: float) -> bool:
+    """Whether a phase's hits beat both baselines significantly (one-sided by direction) and area chance."""
+    for baseline, p_value in (("centre_baseline", row["p_vs_centre"]), ("randomised_weights", row["p_vs_random"])):
+        if p_value is None or p_value >= alpha or row["hit_rate"] <= row[baseline]["hit_rate"]:
+            return False
+    return row["hit_rate"] > row["chance"]
 
 
 def _phase_summary(rows: Sequence[PatientScore]) -> dict:

@@ -71,6 +71,9 @@ def test_summary_ranks_phases_and_compares_with_baselines():
     summary = loc.summarise_scores(scores, ["portal", "arterial"])
     art = summary["per_phase"]["arterial"]
     assert summary["phase_ranking"] == ["arterial", "portal"]
+    # Arterial: 6 of 6 against 0 of 6 for both baselines (p = 0.031); portal: 3 of 6, p = 0.25.
+    assert summary["localising_phases"] == ["arterial"] and summary["alpha"] == 0.05
+    assert loc.summarise_scores(scores, ["portal", "arterial"], alpha=0.01)["localising_phases"] == []
     assert summary["n_patients"] == 6
     assert art["hit_rate"] == 1.0 and summary["per_phase"]["portal"]["hit_rate"] == 0.5
     assert art["centre_baseline"]["hit_rate"] == 0.0  # the Gaussian peaks at the tumour centre, off the sector
@@ -90,5 +93,8 @@ def test_summary_splits_out_patients_whose_phase_shows_a_sign():
     assert row["n"] == 4 and row["hit_rate"] == 0.5
     assert row["n_sign_visible"] == 2 and row["sign_visible"]["hit_rate"] == 1.0
     assert row["sign_visible"]["randomised_weights"]["hit_rate"] == 0.0
+    # Fewer hits than the randomised-weight maps is not localisation, however small the p-value.
+    worse = [loc.PatientScore(f"w{i}", "arterial", False, 0.1, False, 0.1, True, 0.5, 0.15, 0.0) for i in range(8)]
+    assert loc.summarise_scores(worse, ["arterial"])["localising_phases"] == []
     unknown = [loc.PatientScore("e", "arterial", True, 0.5, False, 0.1, False, 0.2, 0.15, 0.0)]
     assert "sign_visible" not in loc.summarise_scores(unknown, ["arterial"])["per_phase"]["arterial"]
