@@ -50,7 +50,7 @@ def pointing_hit(cam: np.ndarray, region: np.ndarray) -> bool:
     region = np.asarray(region, dtype=bool)
     if cam.shape != region.shape:
         raise ValueError(f"Map and region shapes differ. Received: {cam.shape} vs {region.shape}")
-    if not np.isfinite(cam).all() or cam.max() - cam.min() <= 1e-12:
+    if _is_flat(cam):
         return False
     return bool(region[cam >= cam.max() - 1e-9].any())
 
@@ -165,6 +165,8 @@ class PatientScore:
     chance: float
     rank_corr_random: float
     sign_visible: bool | None = None
+    empty: bool = False
+    random_empty: bool = False
 
 
 def score_patient(
@@ -198,7 +200,15 @@ def score_patient(
         chance=float(region.mean()),
         rank_corr_random=rank_correlation(cam, random_cam),
         sign_visible=sign_visible,
+        empty=_is_flat(cam),
+        random_empty=_is_flat(random_cam),
     )
+
+
+def _is_flat(cam: np.ndarray) -> bool:
+    """A map that points nowhere (constant, e.g. all zero after Grad-CAM's ReLU); it scores as a miss."""
+    cam = np.asarray(cam, dtype=np.float64)
+    return bool(not np.isfinite(cam).all() or cam.max() - cam.min() <= 1e-12)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -213,6 +223,13 @@ def _mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     if a_only + b_only == 0:
         return None
     return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+
+
+def _binomial_greater(k: int, n: int, chance: float | None) -> float | None:
+    """One-sided exact binomial p-value of ``k`` hits in ``n`` when each hits with probability ``chance``."""
+    if n == 0 or chance is None:
+        return None
+    return float(stats.binomtest(int(k), int(n), float(chance), alternative="greater").pvalue)
 
 
 def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alpha: float = 0.05) -> dict:
@@ -233,7 +250,10 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alph
         ``{"per_phase": {phase: {...}}, "phase_ranking": [phase, ...], "localising_phases": [phase, ...],
         "alpha": float, "n_patients": int}``. ``localising_phases`` (in ranking order) are the phases whose hit
         rate beats the centre-of-tumour map, the randomised-weight maps (both at exact McNemar p < ``alpha``)
-        and area chance. Rates are None for a phase without scored patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
+        and area chance (one-sided exact binomial p < ``alpha``, ``p_vs_chance``). A map that is flat (Grad-CAM's
+        ReLU leaves nothing, common with randomised weights) points nowhere and scores a miss; ``n_empty_maps``
+        counts them, for the trained and the randomised maps. Rates are None for a phase without scored
+        patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
         hits. Where the scores know whether a sign is visible in the phase, ``n_sign_visible`` and ``sign_visible``
         (the same summary over those patients only) are added.
     """
@@ -262,11 +282,11 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alph
 
 
 def _localises(row: dict, alpha: float) -> bool:
-    """Whether a phase's hits beat both baselines significantly (one-sided by direction) and area chance."""
+    """Whether a phase's hits beat both baselines and area chance significantly (and in that direction)."""
     for baseline, p_value in (("centre_baseline", row["p_vs_centre"]), ("randomised_weights", row["p_vs_random"])):
         if p_value is None or p_value >= alpha or row["hit_rate"] <= row[baseline]["hit_rate"]:
             return False
-    return row["hit_rate"] > row["chance"]
+    return row["p_vs_chance"] is not None and row["p_vs_chance"] < alpha
 
 
 def _phase_summary(rows: Sequence[PatientScore]) -> dict:
@@ -280,11 +300,14 @@ def _phase_summary(rows: Sequence[PatientScore]) -> dict:
             "hit_rate": _mean([float(s.centre_hit) for s in rows]),
             "energy_fraction": _mean([s.centre_energy for s in rows]),
         },
+        "n_empty_maps": sum(1 for s in rows if s.empty),
         "randomised_weights": {
             "hit_rate": _mean([float(s.random_hit) for s in rows]),
             "energy_fraction": _mean([s.random_energy for s in rows]),
+            "n_empty_maps": sum(1 for s in rows if s.random_empty),
         },
         "chance": _mean([s.chance for s in rows]),
+        "p_vs_chance": _binomial_greater(sum(hits), len(hits), _mean([s.chance for s in rows])),
         "rank_corr_vs_randomised_mean": _mean([s.rank_corr_random for s in rows]),
         "p_vs_centre": _mcnemar_exact(hits, [s.centre_hit for s in rows]),
         "p_vs_random": _mcnemar_exact(hits, [s.random_hit for s in rows]),

@@ -79,6 +79,11 @@ def test_summary_ranks_phases_and_compares_with_baselines():
     assert art["centre_baseline"]["hit_rate"] == 0.0  # the Gaussian peaks at the tumour centre, off the sector
     assert art["randomised_weights"]["hit_rate"] == 0.0
     assert art["p_vs_centre"] == pytest.approx(2 * 0.5**6)  # exact McNemar, 6 discordant pairs all one way
+    assert art["p_vs_chance"] == pytest.approx(art["chance"] ** 6)  # 6 of 6 hits, each with P = area fraction
+    # The 'cold' randomised map points at a corner; an all-zero map points nowhere: a miss, counted as empty.
+    assert art["n_empty_maps"] == 0 and art["randomised_weights"]["n_empty_maps"] == 0
+    flat = loc.score_patient("P0", "arterial", hot, np.zeros((32, 32)), sector, 1.0)
+    assert flat.random_empty and not flat.random_hit and not flat.empty
     assert 0.0 < art["chance"] < 0.2
     # A sector outside the ROI cannot be scored.
     assert loc.score_patient("P9", "arterial", hot, cold, np.zeros((32, 32), bool), 1.0) is None
