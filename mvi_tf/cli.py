@@ -432,6 +432,6 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
                    f"energy {row['energy_fraction']:.2f}, n={row['n']}")
     if localisation.get("phase_ranking"):
         carriers = localisation.get("localising_phases") or []
-        click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines): "
+        click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines and chance): "
                    f"{', '.join(carriers) if carriers else 'none'}")
     click.echo(f"summary: {out_dir}/explain_summary.json")

@@ -290,8 +290,9 @@ def _localises(row: dict, alpha: float) -> bool:
 
 
 def _phase_summary(rows: Sequence[PatientScore]) -> dict:
-    """Hit rate, energy fraction, both baselines, chance and McNemar p-values over ``rows``."""
+    """Hit rate, energy fraction, both baselines, chance, empty maps and the p-values over ``rows``."""
     hits = [s.hit for s in rows]
+    chance = _mean([s.chance for s in rows])
     return {
         "n": len(rows),
         "hit_rate": _mean([float(h) for h in hits]),
@@ -306,8 +307,8 @@ def _phase_summary(rows: Sequence[PatientScore]) -> dict:
             "energy_fraction": _mean([s.random_energy for s in rows]),
             "n_empty_maps": sum(1 for s in rows if s.random_empty),
         },
-        "chance": _mean([s.chance for s in rows]),
-        "p_vs_chance": _binomial_greater(sum(hits), len(hits), _mean([s.chance for s in rows])),
+        "chance": chance,
+        "p_vs_chance": _binomial_greater(sum(hits), len(hits), chance),
         "rank_corr_vs_randomised_mean": _mean([s.rank_corr_random for s in rows]),
         "p_vs_centre": _mcnemar_exact(hits, [s.centre_hit for s in rows]),
         "p_vs_random": _mcnemar_exact(hits, [s.random_hit for s in rows]),
