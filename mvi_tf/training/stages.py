@@ -7,8 +7,8 @@
 
 By default (``fine_tune_backbones: false``) stages 2 and 3 freeze the ResNet18 trunks (and the CDLM keeps the
 signature heads), so only the dense heads train: this keeps CPU training fast and makes the later stages strict
-extensions of the earlier ones. Set
-``train.fine_tune_backbones: true`` to train everything end to end at ``head_learning_rate``.
+extensions of the earlier ones. Set ``train.fine_tune_backbones: true`` to train everything end to end at
+``head_learning_rate``.
 
 A stage whose ``RUN_DIR/<stage>.keras`` exists is complete: a rerun loads it instead of training again. A stage
 killed mid-way resumes from its BackupAndRestore state (last finished epoch).
