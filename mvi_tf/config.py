@@ -47,6 +47,7 @@ RADIOLOGICAL_COLUMNS: tuple[str, ...] = (
 )
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+HEADS = ("logistic", "dense")
 
 
 @dataclasses.dataclass
@@ -115,13 +116,20 @@ class ModelConfig:
         from random initialisation.
     monotone_head : bool
         Non-negative CDLM weights on the signatures (``build_cdlm(monotone=True)``): a rising signature never
-        lowers the combined risk, so each phase's attention map keeps the meaning "evidence for MVI".
+        lowers the combined risk, so each phase's attention map keeps the meaning "evidence for MVI". Used by
+        the ``dense`` head; the ``logistic`` head is always non-negative on the signatures.
+    head : str
+        How the fusion model and the CDLM combine the signatures. ``logistic`` (default): penalised logistic
+        layers fitted on signature logits of patients the signature networks did not train on (leak-free
+        stacking, see ``train.cross_fit_folds`` and :mod:`mvi_tf.training.stacking`). ``dense``: the paper's
+        dense layers (``hidden_units``) trained on the training split's own, in-sample signatures.
     """
 
     hidden_units: int = 64
     dropout: float = 0.3
     weights: str | None = None
     monotone_head: bool = True
+    head: str = "logistic"
 
 
 @dataclasses.dataclass
@@ -163,6 +171,10 @@ class TrainConfig:
         ``mixed_float16`` compute (GPUs).
     xla : bool
         JIT-compile the training step with XLA.
+    cross_fit_folds : int
+        Folds of the training split over which extra copies of the signature networks train to give the
+        ``logistic`` heads out-of-fold signatures (K >= 2; costs K - 1 more signature trainings); 0 fits the heads
+        on the validation split's signatures instead.
     """
 
     epochs: int = 30
@@ -179,6 +191,7 @@ class TrainConfig:
     strategy: str = "default"
     mixed_precision: bool = False
     xla: bool = False
+    cross_fit_folds: int = 3
 
 
 @dataclasses.dataclass
@@ -229,6 +242,12 @@ class Config:
             raise ValueError(f"train.patience must be >= 0. Received: patience={t.patience}")
         if not 0.0 < t.p_threshold < 1.0:
             raise ValueError(f"train.p_threshold must be in (0, 1). Received: p_threshold={t.p_threshold}")
+        if m.head not in HEADS:
+            raise ValueError(f"model.head must be one of {HEADS}. Received: head={m.head!r}")
+        if t.cross_fit_folds == 1 or t.cross_fit_folds < 0:
+            raise ValueError(
+                f"train.cross_fit_folds must be 0 or >= 2. Received: cross_fit_folds={t.cross_fit_folds}"
+            )
         if t.strategy not in STRATEGIES:
             raise ValueError(f"train.strategy must be one of {STRATEGIES}. Received: strategy={t.strategy!r}")
         return self

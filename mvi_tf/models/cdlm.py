@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
 from mvi_tf.models.resnet18 import apply_resnet18
 
@@ -37,36 +39,36 @@ logger = logging.getLogger(__name__)
 
 CT_PHASES = ("plain", "arterial", "portal")
 MRI_PHASES = ("t2", "arterial", "portal", "transitional", "hepatobiliary")
-KNOWN_PHASES = tuple(dict.fromkeys(CT_PHASES + MRI_PHASES))
+KNOWN_PHASES = tuple(dict.fromkeys(CT_PHASES + MRI_PHASES))  # the paper's phases; others are accepted too
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_IMAGE_SIZE = 32
 OUTPUT_KEY = "mvi_probability"
 TABULAR_INPUT = "tabular"
+_PHASE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _BACKBONE_SUFFIXES = ("_conv1", "_bn1", "_relu", "_maxpool", "_stage")
+
+
+def _check_phase(phase: str) -> str:
+    """A phase name comes from the records' schema (``prepare --phases``): any lower-case identifier but the
+    tabular input's name, since it names a model input and prefixes every layer of its branch."""
+    if not isinstance(phase, str) or not _PHASE_NAME.fullmatch(phase) or phase == TABULAR_INPUT:
+        raise ValueError(
+            f"A phase name must be a lower-case identifier (letters, digits, '_'; e.g. {list(KNOWN_PHASES)[:3]}) "
+            f"other than {TABULAR_INPUT!r}. Received: phase={phase!r}"
+        )
+    return phase
 
 
 def _check_phases(phases: Sequence[str]) -> tuple[str, ...]:
     if isinstance(phases, str) or not isinstance(phases, Sequence) or len(phases) == 0:
         raise ValueError(f"`phases` must be a non-empty list of phase names. Received: phases={phases!r}")
     phases = tuple(phases)
-    unknown = [p for p in phases if p not in KNOWN_PHASES]
-    if unknown:
-        raise ValueError(
-            f"Unknown phase name(s) {unknown}; expected names from {list(KNOWN_PHASES)}. "
-            f"Received: phases={phases}"
-        )
+    for phase in phases:
+        _check_phase(phase)
     if len(set(phases)) != len(phases):
         raise ValueError(f"`phases` must not repeat a phase. Received: phases={phases}")
     return phases
-
-
-def _check_phase(phase: str) -> str:
-    if phase not in KNOWN_PHASES:
-        raise ValueError(
-            f"Unknown phase {phase!r}; expected one of {list(KNOWN_PHASES)}. Received: phase={phase!r}"
-        )
-    return phase
 
 
 def _check_image_size(image_size: int) -> int:
@@ -119,13 +121,19 @@ def apply_signature_branch(image, phase: str, dropout: float = 0.3):
         ``(pooled, signature)``: the pooled 512-d ResNet18 features ``f"{phase}_pool"`` and the sigmoid
         signature ``f"{phase}_signature"`` ``(batch, 1)``.
     """
+    pooled, _, signature = _signature_branch(image, phase, dropout)
+    return pooled, signature
+
+
+def _signature_branch(image, phase: str, dropout: float):
+    """``(pooled, logit, signature)`` of one phase's branch (see :func:`apply_signature_branch`)."""
     x = imagenet_normalization(phase)(image)
     x = apply_resnet18(x, phase)
     pooled = keras.layers.GlobalAveragePooling2D(name=f"{phase}_pool")(x)
     x = keras.layers.Dropout(dropout, name=f"{phase}_dropout")(pooled)
     logit = keras.layers.Dense(1, name=f"{phase}_signature_logit")(x)
     signature = keras.layers.Activation("sigmoid", dtype="float32", name=f"{phase}_signature")(logit)
-    return pooled, signature
+    return pooled, logit, signature
 
 
 def _phase_inputs(phases: Sequence[str], image_size: int) -> dict:
@@ -312,6 +320,102 @@ def build_cdlm(
     model = keras.Model(inputs, {OUTPUT_KEY: probability, **signatures}, name="cdlm")
     _init_weights(model, phases, weights)
     return model
+
+
+def build_stacked_model(
+    phases: Sequence[str],
+    image_size: int,
+    n_tabular: int | None = None,
+    dropout: float = 0.3,
+) -> keras.Model:
+    """Build the leak-free stacking form of the fusion model (``n_tabular`` None) or of the CDLM.
+
+    Every phase's signature branch feeds its logit (``f"{phase}_signature_logit"``, the signature's log-odds)
+    into one logistic layer: ``<name>_signatures`` (the logits side by side) -> ``<name>_signature_dense``
+    (``Dense(1)``, non-negative kernel); the CDLM adds ``cdlm_tabular_dense`` (``Dense(1)`` on ``tabular``) in
+    ``cdlm_logit``; the fusion model's ``fusion_logit`` is the signature layer with a bias. The weights are not
+    trained by gradient descent: :func:`set_stacking_weights` writes the coefficients of a head fitted on
+    out-of-fold signatures (:mod:`mvi_tf.training.stacking`). Inputs and outputs are those of
+    :func:`build_fusion_model` / :func:`build_cdlm`, so export, predict and explain treat both forms alike.
+
+    Parameters
+    ----------
+    phases : sequence of str
+        Distinct phase names, one branch each.
+    image_size : int
+        Side ``S`` of each ``(S, S, 3)`` input, at least 32.
+    n_tabular : int, optional
+        Width of the ``tabular`` input of the CDLM; None builds the fusion model.
+    dropout : float
+        Dropout rate in each branch head (inactive at inference).
+
+    Returns
+    -------
+    keras.Model
+        ``fusion`` or ``cdlm``, outputs ``{"mvi_probability": ..., f"{phase}_signature": ...}``.
+    """
+    phases = _check_phases(phases)
+    image_size = _check_image_size(image_size)
+    dropout = _check_dropout(dropout)
+    name = "fusion" if n_tabular is None else "cdlm"
+    inputs = _phase_inputs(phases, image_size)
+    logits, signatures = [], {}
+    for phase in phases:
+        _, logit, signatures[f"{phase}_signature"] = _signature_branch(inputs[phase], phase, dropout)
+        logits.append(logit)
+    combine = keras.layers.Concatenate(axis=-1, name=f"{name}_signatures") if len(logits) > 1 else None
+    x = combine(logits) if combine else keras.layers.Identity(name=f"{name}_signatures")(logits[0])
+    positive = {"kernel_constraint": keras.constraints.NonNeg(), "kernel_initializer": "zeros"}
+    if n_tabular is None:
+        logit = keras.layers.Dense(1, name="fusion_logit", **positive)(x)
+    else:
+        if isinstance(n_tabular, bool) or not isinstance(n_tabular, int) or n_tabular < 1:
+            raise ValueError(f"`n_tabular` must be a positive integer. Received: n_tabular={n_tabular!r}")
+        inputs[TABULAR_INPUT] = keras.Input((n_tabular,), dtype="float32", name=TABULAR_INPUT)
+        from_signatures = keras.layers.Dense(1, use_bias=False, name="cdlm_signature_dense", **positive)(x)
+        from_tabular = keras.layers.Dense(1, kernel_initializer="zeros", name="cdlm_tabular_dense")(
+            inputs[TABULAR_INPUT]
+        )
+        logit = keras.layers.Add(name="cdlm_logit")([from_signatures, from_tabular])
+    probability = keras.layers.Activation("sigmoid", dtype="float32", name=f"{name}_probability")(logit)
+    return keras.Model(inputs, {OUTPUT_KEY: probability, **signatures}, name=name)
+
+
+def set_stacking_weights(
+    model: keras.Model,
+    signature_coef: Sequence[float],
+    intercept: float,
+    tabular_coef: Sequence[float] | None = None,
+) -> None:
+    """Write a fitted stacking head into a model of :func:`build_stacked_model`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        ``fusion`` or ``cdlm`` in stacking form.
+    signature_coef : sequence of float
+        One non-negative coefficient per phase, on the signature logits, in the model's phase order.
+    intercept : float
+        The head's intercept.
+    tabular_coef : sequence of float, optional
+        The CDLM's coefficients on the ``tabular`` input (required for ``cdlm``).
+    """
+    coef = np.asarray(signature_coef, dtype=np.float32).reshape(-1, 1)
+    if (coef < 0).any():
+        raise ValueError(f"Signature coefficients must be >= 0. Received: signature_coef={list(signature_coef)}")
+    if model.name == "fusion":
+        model.get_layer("fusion_logit").set_weights([coef, np.array([intercept], dtype=np.float32)])
+        return
+    if tabular_coef is None:
+        raise ValueError(f"The CDLM head needs `tabular_coef`. Received: tabular_coef=None, model={model.name!r}")
+    model.get_layer("cdlm_signature_dense").set_weights([coef])
+    tab = np.asarray(tabular_coef, dtype=np.float32).reshape(-1, 1)
+    model.get_layer("cdlm_tabular_dense").set_weights([tab, np.array([intercept], dtype=np.float32)])
+
+
+def signature_logit_model(model: keras.Model, phase: str) -> keras.Model:
+    """A view of ``model`` that outputs ``phase``'s signature logit ``(batch, 1)`` from that phase's image."""
+    return keras.Model({phase: model.input[phase]}, model.get_layer(f"{phase}_signature_logit").output)
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:

@@ -210,15 +210,8 @@ def _train(
     mvi_data,
     verbose: int | str,
 ) -> TrainResult:
-    import keras
 
-    from mvi_tf.models.cdlm import (
-        build_cdlm,
-        build_fusion_model,
-        build_signature_model,
-        freeze_backbones,
-        transfer_weights,
-    )
+    from mvi_tf.models.cdlm import build_signature_model
     from mvi_tf.training.augment import Augmentation
     from mvi_tf.training.baselines import fit_baseline
     from mvi_tf.training.distribute import barrier
@@ -266,17 +259,20 @@ def _train(
         (out_dir / "schema.json").write_text(json.dumps(schema, indent=2))
 
     # ---- tf.data ---------------------------------------------------------------------------------------------
-    weights = class_weights(labels[train_mask]) if t.class_weight else None
+    ids_array = np.asarray(ids)
     augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter, rot90=d.rot90)
     source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=True, seed=t.seed)
     train_examples = select_inputs(source, phases, tabular_index, resize, train_ids)
     val_source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=False)
     val_examples = select_inputs(val_source, phases, tabular_index, resize, val_ids)
 
-    def datasets(keys: Sequence[str]):
+    def datasets(keys: Sequence[str], ids: Sequence[str] = tuple(train_ids)):
         common = {"batch_size": t.batch_size, "cache": d.cache, "deterministic": t.deterministic}
+        examples = train_examples if list(ids) == train_ids else select_inputs(
+            source, phases, tabular_index, resize, ids)
+        fold_weights = class_weights(labels[np.isin(ids_array, list(ids))]) if t.class_weight else None
         train_ds = make_dataset(
-            train_examples, keys, training=True, seed=t.seed, augmentation=augmentation, weights=weights,
+            examples, keys, training=True, seed=t.seed, augmentation=augmentation, weights=fold_weights,
             shuffle_buffer=d.shuffle_buffer, **common,
         )
         val_ds = make_dataset(val_examples, keys, training=False, **common)
@@ -284,23 +280,53 @@ def _train(
 
     from mvi_tf.training.stages import run_stage
 
-    stage_args = {
-        "run_dir": run_dir, "model_dir": run_dir, "strategy": strategy, "epochs": t.epochs, "patience": t.patience,
-        "jit_compile": t.xla, "verbose": verbose,
-        "decay_steps": math.ceil(len(train_ids) / t.batch_size) * t.epochs if t.lr_schedule == "cosine" else None,
-    }
+    def stage_args(n_train: int) -> dict[str, Any]:
+        steps = math.ceil(n_train / t.batch_size) * t.epochs
+        return {"run_dir": run_dir, "strategy": strategy, "epochs": t.epochs, "patience": t.patience,
+                "jit_compile": t.xla, "verbose": verbose, "decay_steps": steps if t.lr_schedule == "cosine" else None}
+
+    def train_signatures(ids: Sequence[str], suffix: str = "", model_dir: Path = run_dir) -> dict:
+        models = {}
+        for phase in phases:
+            models[phase], res = run_stage(
+                f"signature_{phase}{suffix}",
+                lambda phase=phase: build_signature_model(phase, image_size, m.dropout, weights=m.weights),
+                *datasets([phase], ids), learning_rate=t.learning_rate, model_dir=model_dir, **stage_args(len(ids)),
+            )
+            if not suffix:
+                results.append(res)
+        return models
+
     results = []
-    signatures = {}
-    for phase in phases:
-        model, res = run_stage(
-            f"signature_{phase}",
-            lambda phase=phase: build_signature_model(phase, image_size, m.dropout, weights=m.weights),
-            *datasets([phase]),
-            learning_rate=t.learning_rate,
-            **stage_args,
+    signatures = train_signatures(train_ids)
+    if m.head == "logistic":
+        from mvi_tf.training.stacking_stage import fit_stacked_models
+
+        fit_stacked_models(
+            cfg, run_dir, chief, train_cohort, ids, split, phases, image_size, tabular_index, signatures,
+            train_fold=lambda k, fold_ids: train_signatures(fold_ids, f"_fold{k}", run_dir / "folds"),
         )
-        signatures[phase] = model
-        results.append(res)
+    else:
+        results += _dense_heads(cfg, phases, image_size, selected, signatures, datasets, run_stage,
+                                stage_args(len(train_ids)), run_dir)
+
+    metrics: dict[str, Any] = {}
+    if chief:
+        metrics = _evaluate_run(
+            out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split,
+            clinical, radiological, effective, synthetic, results,
+        )
+    barrier(strategy)
+    return TrainResult(out_dir, out_dir / "cdlm.keras", metrics, selected, effective)
+
+
+def _dense_heads(cfg, phases, image_size, selected, signatures, datasets, run_stage, stage_args, run_dir) -> list:
+    """The paper's heads (``model.head: dense``): fusion and CDLM dense layers trained on the training split."""
+    import keras
+
+    from mvi_tf.models.cdlm import build_cdlm, build_fusion_model, freeze_backbones, transfer_weights
+
+    m, t = cfg.model, cfg.train
 
     def build_fusion() -> keras.Model:
         fusion = build_fusion_model(phases, image_size, m.hidden_units, m.dropout)
@@ -308,10 +334,6 @@ def _train(
             transfer_weights(sig, fusion)
         freeze_backbones(fusion, phases, trainable=t.fine_tune_backbones)
         return fusion
-
-    fusion, res = run_stage("fusion", build_fusion, *datasets(phases), learning_rate=t.head_learning_rate,
-                            **stage_args)
-    results.append(res)
 
     def build_combined() -> keras.Model:
         cdlm = build_cdlm(phases, image_size, len(selected), m.hidden_units, m.dropout, monotone=m.monotone_head)
@@ -323,18 +345,11 @@ def _train(
             cdlm.get_layer(f"{phase}_signature_logit").trainable = t.fine_tune_backbones
         return cdlm
 
-    _, res = run_stage("cdlm", build_combined, *datasets([*phases, "tabular"]),
-                       learning_rate=t.head_learning_rate, **stage_args)
-    results.append(res)
-
-    metrics: dict[str, Any] = {}
-    if chief:
-        metrics = _evaluate_run(
-            out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split,
-            clinical, radiological, effective, synthetic, results,
-        )
-    barrier(strategy)
-    return TrainResult(out_dir, out_dir / "cdlm.keras", metrics, selected, effective)
+    _, fusion = run_stage("fusion", build_fusion, *datasets(phases), learning_rate=t.head_learning_rate,
+                          model_dir=run_dir, **stage_args)
+    _, cdlm = run_stage("cdlm", build_combined, *datasets([*phases, "tabular"]),
+                        learning_rate=t.head_learning_rate, model_dir=run_dir, **stage_args)
+    return [fusion, cdlm]
 
 
 def _write_selection(out_dir: Path, selected, clinical, radiological, clinical_sel, radio_sel) -> None:

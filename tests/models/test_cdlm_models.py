@@ -13,7 +13,10 @@ from mvi_tf.models.cdlm import (
     build_cdlm,
     build_fusion_model,
     build_signature_model,
+    build_stacked_model,
     freeze_backbones,
+    set_stacking_weights,
+    signature_logit_model,
     training_view,
     transfer_weights,
 )
@@ -203,11 +206,12 @@ def test_random_initialisation_is_logged(caplog):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: build_signature_model("venous", SIZE), "phase='venous'"),
+        (lambda: build_signature_model("Venous phase", SIZE), "phase='Venous phase'"),
+        (lambda: build_signature_model("tabular", SIZE), "phase='tabular'"),
         (lambda: build_signature_model("arterial", 16), "image_size=16"),
         (lambda: build_fusion_model(["arterial", "arterial"], SIZE), r"phases=\('arterial', 'arterial'\)"),
         (lambda: build_fusion_model("arterial", SIZE), "phases='arterial'"),
-        (lambda: build_fusion_model(["arterial", "dwi"], SIZE), r"\['dwi'\]"),
+        (lambda: build_fusion_model(["arterial", "dwi-b800"], SIZE), "phase='dwi-b800'"),
         (lambda: build_fusion_model(PHASES, SIZE, dropout=1.0), "dropout=1.0"),
         (lambda: build_cdlm(PHASES, SIZE, 0), "n_tabular=0"),
         (lambda: build_cdlm(PHASES, SIZE, 2, hidden_units=0), "hidden_units=0"),
@@ -226,3 +230,29 @@ def test_single_phase_fusion_and_all_mri_phases():
     assert cdlm.get_layer("cdlm_signatures").output.shape == (None, len(mri))
     single = build_cdlm(["hepatobiliary"], SIZE, 1, hidden_units=4)
     assert single.get_layer("cdlm_signatures").output.shape == (None, 1)
+
+
+def test_a_protocol_phase_outside_the_papers_builds_and_names_its_input():
+    model = build_stacked_model(["arterial", "equilibrium"], SIZE, n_tabular=2)
+    assert set(model.input) == {"arterial", "equilibrium", "tabular"}
+    assert "equilibrium_signature" in _predict(model, _inputs(["arterial", "equilibrium"], 2))
+
+
+@pytest.mark.parametrize("n_tabular", [None, N_TABULAR])
+def test_stacked_model_applies_the_fitted_head_to_the_signature_logits(n_tabular):
+    keras.utils.set_random_seed(5)
+    model = build_stacked_model(PHASES, SIZE, n_tabular=n_tabular)
+    assert model.name == ("fusion" if n_tabular is None else "cdlm")
+    coef, intercept, tab = [0.7, 0.0], -0.4, [0.5, -1.0, 2.0]
+    set_stacking_weights(model, coef, intercept, tab if n_tabular else None)
+    data = _inputs(PHASES, n_tabular, batch=4)
+    logits = np.column_stack([
+        keras.ops.convert_to_numpy(signature_logit_model(model, p)({p: data[p]})).ravel() for p in PHASES
+    ])
+    expected = intercept + logits @ np.array(coef)
+    if n_tabular:
+        expected = expected + data["tabular"] @ np.array(tab)
+    got = _predict(model, data)["mvi_probability"].ravel()
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-expected)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="signature_coef"):
+        set_stacking_weights(model, [-0.1, 0.2], 0.0, tab if n_tabular else None)

@@ -45,11 +45,21 @@ def test_run_directory_contract(cli_run):
                  "cdlm.keras", "clinical_model.json", "radiological_model.json", "thresholds.json",
                  "predictions.csv", "metrics.json", *[f"signature_{p}.keras" for p in PHASES]]:
         assert (run / name).is_file(), name
-    for stage in [*[f"signature_{p}" for p in PHASES], "fusion", "cdlm"]:
+    folds = [f"signature_{p}_fold{k}" for p in PHASES for k in range(3)]
+    for stage in [*[f"signature_{p}" for p in PHASES], *folds]:
         history = pd.read_csv(run / "history" / f"{stage}.csv")
         assert list(history["epoch"]) == [0] and {"auc", "val_auc", "loss"} <= set(history.columns)
         assert any((run / "logs" / stage).rglob("events.out.tfevents.*")), stage
         assert not (run / "checkpoints" / f"backup_{stage}").exists()  # removed once the stage finished
+
+    for stage in folds:
+        assert (run / "folds" / f"{stage}.keras").is_file(), stage
+    stacking = json.loads((run / "stacking.json").read_text())
+    assert stacking["cross_fit_folds"] == 3 and "out-of-fold" in stacking["source"]
+    oof = pd.read_csv(run / "oof_signatures.csv")
+    assert set(oof["fold"]) == {0, 1, 2} and oof["patient_id"].is_unique
+    assert len(oof) == (predictions_split := pd.read_csv(run / "predictions.csv"))["split"].eq("train").sum()
+    assert set(oof["patient_id"]) == set(predictions_split.loc[predictions_split["split"] == "train", "patient_id"])
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["phases"] == PHASES and config["train"]["seed"] == 3 and config["data"]["synthetic"]
@@ -89,9 +99,27 @@ def test_cdlm_integrates_the_signatures_with_tabular(cli_run):
         for model in (fusion, cdlm):
             np.testing.assert_array_equal(model.get_layer(name).get_weights()[0],
                                           signature.get_layer(name).get_weights()[0])
-    # The default monotone head: a rising signature never lowers the combined risk.
-    assert np.all(cdlm.get_layer("cdlm_signature_dense").get_weights()[0] >= 0)
+    # The stacking head: a rising signature never lowers the combined risk, and its coefficients are those of
+    # stacking.json (fitted on out-of-fold signatures).
+    stacking = json.loads((run / "stacking.json").read_text())
+    kernel = cdlm.get_layer("cdlm_signature_dense").get_weights()[0].ravel()
+    assert np.all(kernel >= 0)
+    np.testing.assert_allclose(kernel, stacking["cdlm"]["signature_coef"], rtol=1e-6)
+    np.testing.assert_allclose(cdlm.get_layer("cdlm_tabular_dense").get_weights()[0].ravel(),
+                               stacking["cdlm_tabular_coef"], rtol=1e-6)
+    np.testing.assert_allclose(fusion.get_layer("fusion_logit").get_weights()[0].ravel(),
+                               stacking["fusion"]["signature_coef"], rtol=1e-6)
+
+
+def test_the_papers_dense_heads_still_train(records, tmp_path):
+    from mvi_tf.training import train
+
+    result = train(records, "ct", tmp_path / "dense", phases=PHASES, head="dense", verbose=0, **ARGS)
+    cdlm = keras.models.load_model(result.model_path)
+    assert cdlm.get_layer("cdlm_dense").output.shape[-1] == 64
     assert np.all(cdlm.get_layer("cdlm_logit").get_weights()[0] >= 0)
+    assert {"fusion", "cdlm"} <= set(result.metrics["best_val_auc"])
+    assert not (tmp_path / "dense" / "stacking.json").exists()
 
 
 def test_same_seed_gives_identical_metrics(cli_run, records, tmp_path):

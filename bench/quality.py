@@ -1,0 +1,295 @@
+"""Model-quality benchmark (`make quality`): does the CDLM earn its place, over several seeds?
+
+Generates the full-scale synthetic cohort once (the demo's settings), trains every (modality, seed) with the
+default recipe, and records for each: the prospective AUC of every model, the CDLM's paired DeLong test against
+the radiological model, each signature's train / validation / prospective AUC, the attention maps' hit rates per
+phase, and the wall time. Each (modality, seed) result is written to ``bench/results/quality/`` the moment it
+finishes, with a fingerprint of the code and settings that produced it; a rerun skips finished entries of the same
+fingerprint, so the benchmark accumulates over several sittings. ``bench/results/quality.json`` and the
+"Model quality" section of BENCHMARKS.md combine the entries of the current fingerprint only.
+
+Every number comes from SYNTHETIC data. ``--quick`` runs the same code on a tiny cohort (a smoke test; its
+numbers mean nothing) and writes under its own output directory.
+
+Usage::
+
+    python -m bench.quality [--seeds 0 1 2] [--modalities ct mri] [--quick] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Code whose change changes the trained models (the fingerprint covers these files' bytes).
+FINGERPRINT_SOURCES = ("mvi_tf/models", "mvi_tf/training", "mvi_tf/data", "mvi_tf/config.py")
+MODALITIES = ("ct", "mri")
+SECTION_START = "<!-- quality:start -->"
+SECTION_END = "<!-- quality:end -->"
+
+log = logging.getLogger("bench.quality")
+
+
+@dataclasses.dataclass(frozen=True)
+class QualitySettings:
+    """Cohort and training budget of one benchmark (the demo's by default)."""
+
+    scale: float = 1.0
+    dicom_image_size_px: int = 128
+    roi_image_size_px: int = 96
+    epochs: int = 20
+    cohort_seed: int = 0
+    explain_max_patients: int = 64
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def quick(cls) -> QualitySettings:
+        return cls(scale=0.08, dicom_image_size_px=64, roi_image_size_px=32, epochs=1, explain_max_patients=4,
+                   overrides=(("cross_fit_folds", 2), ("batch_size", 8)))
+
+
+def fingerprint(settings: QualitySettings) -> str:
+    """Hash of the training code (``FINGERPRINT_SOURCES``) and the benchmark settings."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    for source in FINGERPRINT_SOURCES:
+        path = ROOT / source
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _auc(y, score) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    return None if y.min() == y.max() else float(roc_auc_score(y, score))
+
+
+def ensure_records(work: Path, settings: QualitySettings) -> tuple[Path, Path]:
+    """The synthetic cohort and its TFRecords under ``work`` (generated once; reused when complete)."""
+    from data_prep.prepare import prepare_cohort
+    from data_prep.synthetic import generate_cohort
+
+    cohort, records = work / "cohort", work / "tfrecords"
+    done = work / "records.done"
+    if not done.exists():
+        generate_cohort(cohort, seed=settings.cohort_seed, scale=settings.scale,
+                        image_size=settings.dicom_image_size_px)
+        prepare_cohort(cohort, records, image_size=settings.roi_image_size_px)
+        done.write_text(json.dumps(dataclasses.asdict(settings)))
+    return cohort, records
+
+
+def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
+              settings: QualitySettings) -> dict[str, Any]:
+    """Train one (modality, seed), explain it, and measure everything the summary needs."""
+    from mvi_tf.stats import delong_test
+    from mvi_tf.training import train
+
+    run_dir = work / "runs" / f"{modality}-seed{seed}"
+    start = time.perf_counter()
+    result = train(records, modality, run_dir, epochs=settings.epochs, seed=seed, verbose=0,
+                   **dict(settings.overrides))
+    train_s = time.perf_counter() - start
+    import pandas as pd
+
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    models = [c for c in frame.columns if c in ("clinical", "radiological", "fusion", "cdlm")
+              or c.startswith("signature_")]
+    by_split = {s: g for s, g in frame.groupby("split")}
+    pros = by_split["prospective"]
+    delong = delong_test(pros["label"].to_numpy(), pros["cdlm"].to_numpy(), pros["radiological"].to_numpy())
+    start = time.perf_counter()
+    hit_rates = _hit_rates(run_dir, records, cohort, work / "explain" / f"{modality}-seed{seed}", settings)
+    explain_s = time.perf_counter() - start
+    stacking = json.loads((run_dir / "stacking.json").read_text()) if (run_dir / "stacking.json").exists() else None
+    return {
+        "modality": modality,
+        "seed": seed,
+        "auc": {m: {s: _auc(g["label"], g[m]) for s, g in by_split.items()} for m in models},
+        "cdlm_vs_radiological": {"z": float(delong.z), "p_value": float(delong.p_value),
+                                 "auc_difference": float(delong.auc_a - delong.auc_b)},
+        "hit_rates": hit_rates,
+        "stacking": stacking,
+        "prospective_predictions": {
+            "patient_id": pros["patient_id"].astype(str).tolist(), "label": pros["label"].astype(int).tolist(),
+            "cdlm": pros["cdlm"].round(6).tolist(), "radiological": pros["radiological"].round(6).tolist(),
+        },
+        "wall_time_s": {"train": round(train_s, 1), "explain": round(explain_s, 1)},
+        "selected_features": result.selected_features,
+    }
+
+
+def _hit_rates(run_dir: Path, records: Path, cohort: Path, out: Path, settings: QualitySettings) -> dict | None:
+    """Pointing-game hit rate per phase of the CDLM's maps (MVI-positive prospective patients)."""
+    from mvi_tf.explain.run import explain_run
+
+    summary = explain_run(run_dir, records, out, cohort_dir=cohort, max_patients=settings.explain_max_patients,
+                          engine="fused", progress=False)
+    localisation = summary.get("localisation") or {}
+    per_phase = localisation.get("per_phase") or {}
+    rates = {phase: row.get("hit_rate") for phase, row in per_phase.items() if isinstance(row, dict)}
+    return {"per_phase": rates, "localising_phases": localisation.get("localising_phases")}
+
+
+def load_entries(results: Path, fp: str) -> dict[tuple[str, int], dict]:
+    entries = {}
+    for path in sorted((results / "quality").glob("*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("fingerprint") == fp:
+            entries[(doc["modality"], int(doc["seed"]))] = doc
+    return entries
+
+
+def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, Any]:
+    """``quality.json``: per modality the seeds, Bayes AUC, per-model prospective AUCs and the gaps."""
+    from mvi_tf.stats import delong_test
+
+    out: dict[str, Any] = {}
+    for modality in MODALITIES:
+        rows = [entries[k] for k in sorted(entries) if k[0] == modality]
+        if not rows:
+            continue
+        models = list(rows[0]["auc"])
+        out[modality] = {
+            "seeds": [r["seed"] for r in rows],
+            "bayes_auc": bayes.get(modality, {}).get("prospective"),
+            **{m: {"prospective_auc": [r["auc"][m].get("prospective") for r in rows]} for m in models},
+            "signature_gap": {m: [_gap(r["auc"][m]) for r in rows] for m in models if m.startswith("signature_")},
+            "cdlm_vs_radiological": [r["cdlm_vs_radiological"] for r in rows],
+            "hit_rates": [r["hit_rates"] for r in rows],
+            "wall_time_s": [r["wall_time_s"] for r in rows],
+        }
+        for m in models:
+            out[modality][m].update({s: [r["auc"][m].get(s) for r in rows] for s in ("train", "val")})
+    paired = []
+    for (modality, seed), ct in sorted(entries.items()):
+        mri = entries.get(("mri", seed))
+        if modality != "ct" or mri is None:
+            continue
+        a, b = ct["prospective_predictions"], mri["prospective_predictions"]
+        common = sorted(set(a["patient_id"]) & set(b["patient_id"]))
+        ia = {p: i for i, p in enumerate(a["patient_id"])}
+        ib = {p: i for i, p in enumerate(b["patient_id"])}
+        y = np.array([a["label"][ia[p]] for p in common])
+        test = delong_test(y, np.array([a["cdlm"][ia[p]] for p in common]),
+                           np.array([b["cdlm"][ib[p]] for p in common]))
+        paired.append({"seed": seed, "n": len(common), "auc_ct": float(test.auc_a), "auc_mri": float(test.auc_b),
+                       "z": float(test.z), "p_value": float(test.p_value)})
+    out["ct_vs_mri"] = paired
+    return out
+
+
+def _gap(auc: dict) -> float | None:
+    if auc.get("train") is None or auc.get("val") is None:
+        return None
+    return auc["train"] - auc["val"]
+
+
+def _mean_sd(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str:
+    """The "Model quality" section of BENCHMARKS.md."""
+    lines = [SECTION_START, "## Model quality on the synthetic cohort (multi-seed, `make quality`)", "",
+             f"SYNTHETIC data: {settings.scale:g} x the paper's cohort, {settings.roi_image_size_px} px ROI stacks, "
+             f"{settings.epochs} epochs per stage, default recipe; fingerprint `{fp}`. Prospective centre AUC, "
+             "mean ± SD over seeds (per-seed values in `bench/results/quality.json`).", ""]
+    for modality in MODALITIES:
+        block = summary.get(modality)
+        if not block:
+            lines += [f"{modality.upper()}: no finished seed yet for this fingerprint.", ""]
+            continue
+        lines += [f"### {modality.upper()} (seeds {block['seeds']}; Bayes-optimal AUC {block['bayes_auc']})", "",
+                  "| model | prospective AUC | per seed | train − val gap |", "| --- | --- | --- | --- |"]
+        for name, value in block.items():
+            if isinstance(value, dict) and "prospective_auc" in value:
+                per_seed = ", ".join("n/a" if v is None else f"{v:.3f}" for v in value["prospective_auc"])
+                gap = _mean_sd(block["signature_gap"].get(name, [])) if name.startswith("signature_") else ""
+                lines.append(f"| {name} | {_mean_sd(value['prospective_auc'])} | {per_seed} | {gap} |")
+        tests = "; ".join(f"Δ {t['auc_difference']:+.3f}, z = {t['z']:.2f}, p = {t['p_value']:.3g}"
+                          for t in block["cdlm_vs_radiological"])
+        lines += ["", f"CDLM vs radiological (paired DeLong, per seed): {tests}.", ""]
+        rates = [h["per_phase"] for h in block["hit_rates"] if h]
+        if rates:
+            phases = list(rates[0])
+            lines.append("Attention-map hit rates (mean over seeds): " + ", ".join(
+                f"{p} {_mean_sd([r.get(p) for r in rates])}" for p in phases) + ".")
+            lines.append("")
+        lines.append("Wall time per seed (s): " + ", ".join(
+            f"train {w['train']:.0f} + explain {w['explain']:.0f}" for w in block["wall_time_s"]) + ".")
+        lines.append("")
+    for t in summary.get("ct_vs_mri", []):
+        lines.append(f"CT vs MRI CDLM, seed {t['seed']} (n = {t['n']}): {t['auc_ct']:.3f} vs {t['auc_mri']:.3f}, "
+                     f"z = {t['z']:.2f}, p = {t['p_value']:.3g}.")
+    lines += ["", SECTION_END]
+    return "\n".join(lines)
+
+
+def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettings, benchmarks_md: Path | None):
+    (results / "quality.json").write_text(json.dumps({"fingerprint": fp, "settings": dataclasses.asdict(settings),
+                                                      "synthetic": True, **summary}, indent=2))
+    if benchmarks_md is None:
+        return
+    text = benchmarks_md.read_text() if benchmarks_md.exists() else "# Benchmarks\n"
+    section = markdown(summary, fp, settings)
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        text = head + section + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    benchmarks_md.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
+    parser.add_argument("--quick", action="store_true", help="tiny cohort, 1 epoch: a smoke test")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    parser.add_argument("--benchmarks-md", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = QualitySettings.quick() if args.quick else QualitySettings()
+    work = args.work or ROOT / "bench" / "out" / ("quality-quick" if args.quick else "quality")
+    results = args.out or (work / "results" if args.quick else ROOT / "bench" / "results")
+    benchmarks_md = args.benchmarks_md or (None if args.quick else ROOT / "BENCHMARKS.md")
+    (results / "quality").mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(settings)
+    cohort, records = ensure_records(work, settings)
+    bayes = json.loads((cohort / "truth" / "bayes_auc.json").read_text())
+    entries = load_entries(results, fp)
+    for seed in args.seeds:
+        for modality in args.modalities:
+            if (modality, seed) in entries:
+                log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
+                continue
+            entry = {"fingerprint": fp, **run_entry(modality, seed, cohort, records, work, settings)}
+            (results / "quality" / f"{modality}-seed{seed}.json").write_text(json.dumps(entry, indent=2))
+            entries[(modality, seed)] = entry
+            write_outputs(results, summarise(entries, bayes), fp, settings, benchmarks_md)
+    summary = summarise(entries, bayes)
+    write_outputs(results, summary, fp, settings, benchmarks_md)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
