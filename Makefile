@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-quick test test-fast bench lint clean
+.PHONY: install demo demo-quick test test-fast bench quality lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench --out BENCHMARKS.md
+
+# Multi-seed model quality on the full synthetic cohort (hours; resumable, results accumulate across sittings).
+quality: install
+	$(BIN)/python -m bench.quality
 
 lint: install
 	$(BIN)/ruff check mvi_tf data_prep tests bench

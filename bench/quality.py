@@ -49,11 +49,12 @@ class QualitySettings:
     epochs: int = 20
     cohort_seed: int = 0
     explain_max_patients: int = 64
+    ct_window: str = "percentile"
     overrides: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def quick(cls) -> QualitySettings:
-        return cls(scale=0.08, dicom_image_size_px=64, roi_image_size_px=32, epochs=1, explain_max_patients=4,
+        return cls(scale=0.05, dicom_image_size_px=64, roi_image_size_px=32, epochs=1, explain_max_patients=4,
                    overrides=(("cross_fit_folds", 2), ("batch_size", 8)))
 
 
@@ -78,15 +79,17 @@ def _auc(y, score) -> float | None:
 
 def ensure_records(work: Path, settings: QualitySettings) -> tuple[Path, Path]:
     """The synthetic cohort and its TFRecords under ``work`` (generated once; reused when complete)."""
+    from data_prep.config import CT_HU_WINDOWS, PrepareConfig
     from data_prep.prepare import prepare_cohort
     from data_prep.synthetic import generate_cohort
 
-    cohort, records = work / "cohort", work / "tfrecords"
-    done = work / "records.done"
+    cohort, records = work / "cohort", work / f"tfrecords-ct-{settings.ct_window}"
+    done = records / "records.done"
     if not done.exists():
         generate_cohort(cohort, seed=settings.cohort_seed, scale=settings.scale,
                         image_size=settings.dicom_image_size_px)
-        prepare_cohort(cohort, records, image_size=settings.roi_image_size_px)
+        windows = {"ct": dict(CT_HU_WINDOWS)} if settings.ct_window == "hu" else {}
+        prepare_cohort(cohort, records, config=PrepareConfig(image_size=settings.roi_image_size_px, windows=windows))
         done.write_text(json.dumps(dataclasses.asdict(settings)))
     return cohort, records
 
@@ -191,6 +194,10 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, An
     return out
 
 
+def _variant(settings: QualitySettings) -> str:
+    return "" if settings.ct_window == "percentile" else f"ct-{settings.ct_window}-window/"
+
+
 def _gap(auc: dict) -> float | None:
     if auc.get("train") is None or auc.get("val") is None:
         return None
@@ -263,12 +270,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
     parser.add_argument("--quick", action="store_true", help="tiny cohort, 1 epoch: a smoke test")
+    parser.add_argument("--ct-window", choices=("percentile", "hu"), default="percentile",
+                        help="CT intensity window of the records (the default, or the former fixed HU windows)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = QualitySettings.quick() if args.quick else QualitySettings()
+    settings = dataclasses.replace(settings, ct_window=args.ct_window)
     work = args.work or ROOT / "bench" / "out" / ("quality-quick" if args.quick else "quality")
     results = args.out or (work / "results" if args.quick else ROOT / "bench" / "results")
     benchmarks_md = args.benchmarks_md or (None if args.quick else ROOT / "BENCHMARKS.md")
@@ -283,7 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
                 log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
                 continue
             entry = {"fingerprint": fp, **run_entry(modality, seed, cohort, records, work, settings)}
-            (results / "quality" / f"{modality}-seed{seed}.json").write_text(json.dumps(entry, indent=2))
+            (results / "quality" / f"{_variant(settings)}{modality}-seed{seed}.json").write_text(
+                json.dumps(entry, indent=2))
             entries[(modality, seed)] = entry
             write_outputs(results, summarise(entries, bayes), fp, settings, benchmarks_md)
     summary = summarise(entries, bayes)
