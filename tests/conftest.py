@@ -117,7 +117,9 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Work out the closing line: the optional groups whose tests skipped, how many, and how to run them."""
+    """Work out the closing line: the groups whose tests skipped, how many, and how to run them."""
+    if not any(terminalreporter.stats.get(key) for key in ("passed", "failed", "skipped", "error")):
+        return  # nothing ran (--collect-only, an empty selection): nothing to say
     counts: Counter[str] = Counter()
     how: dict[str, str] = {}
     for report in terminalreporter.stats.get("skipped", []):
@@ -126,8 +128,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             counts[match["group"]] += 1
             how[match["group"]] = match["how"]
     groups = "; ".join(f"{g} ({n} test{'s' * (n > 1)}; to run it: {how[g]})" for g, n in sorted(counts.items()))
-    config.stash[_CLOSING_LINE] = f"optional test groups not run: {groups}" if counts else (
-        "optional test groups: none skipped")
+    config.stash[_CLOSING_LINE] = f"test groups not run: {groups}" if counts else (
+        "test groups not run: none")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
