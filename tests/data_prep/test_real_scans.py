@@ -1,12 +1,12 @@
 """data_prep on real scanners' files: HCC-TACE-Seg portal CT (TCIA, CC BY 4.0) and the dcmqi CT + liver SEG.
 
-CT images from the HCC-TACE-Seg collection, The Cancer Imaging Archive (Moawad et al., 2021), used under
-CC BY 4.0. https://doi.org/10.7937/TCIA.5FNA-0924 -- read in place from ``<repo>/../shared``, never copied.
+The dcmqi case (BSD-3-Clause) ships in tests/data/real/. CT images from the HCC-TACE-Seg collection, The Cancer
+Imaging Archive (Moawad et al., 2021), used under CC BY 4.0. https://doi.org/10.7937/TCIA.5FNA-0924 -- optional,
+read in place from the folder named by MVI_TF_REAL_DATA / --real-data (default ``<repo>/../shared/data/real``),
+never copied.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -17,22 +17,18 @@ from data_prep.errors import InputError
 from data_prep.masks import load_mask, mask_on_volume
 from data_prep.roi import roi_from_box, roi_from_mask, sample_stack
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
-HCC = REAL / "hcc-tace-seg-hcc048-pv"
-DCMQI = REAL / "dcmqi-ct3slice-liver"
-
 pytestmark = pytest.mark.real
 
 
-def _need(path: Path) -> None:
-    if not path.is_dir():
-        pytest.skip(f"real test data not found at {path.resolve()} (../shared is absent in this checkout)")
+@pytest.fixture(scope="module")
+def hcc_volume(data_files):
+    return read_series(data_files.optional_real("hcc-tace-seg-hcc048-pv"), modality="ct")
 
 
 @pytest.fixture(scope="module")
-def hcc_volume():
-    _need(HCC)
-    return read_series(HCC, modality="ct")
+def dcmqi(data_files):
+    """Folder of the shipped dcmqi case: ct-3slice/, liver.dcm, partial_overlaps.dcm."""
+    return data_files.small_real("dcmqi-ct3slice-liver")
 
 
 def test_hcc_series_sorts_by_position_not_file_name(hcc_volume):
@@ -63,17 +59,16 @@ def test_hcc_padding_mismatch_and_liver_hu(hcc_volume):
 
 
 @pytest.fixture(scope="module")
-def dcmqi_volume():
-    _need(DCMQI)
-    return read_series(DCMQI / "ct-3slice", modality="ct")
+def dcmqi_volume(dcmqi):
+    return read_series(dcmqi / "ct-3slice", modality="ct")
 
 
-def test_dcmqi_seg_frames_map_to_slices_by_position(dcmqi_volume):
+def test_dcmqi_seg_frames_map_to_slices_by_position(dcmqi, dcmqi_volume):
     volume = dcmqi_volume
     assert volume.shape == (3, 512, 512)
-    mask = load_mask(DCMQI / "liver.dcm")
+    mask = load_mask(dcmqi / "liver.dcm")
     grid, plane_to_slice = mask_on_volume(mask, volume)
-    seg = pydicom.dcmread(DCMQI / "liver.dcm")
+    seg = pydicom.dcmread(dcmqi / "liver.dcm")
     frames = seg.pixel_array.astype(bool)
     for number, k in plane_to_slice.items():
         z = float(seg.PerFrameFunctionalGroupsSequence[number - 1].PlanePositionSequence[0].ImagePositionPatient[2])
@@ -85,9 +80,9 @@ def test_dcmqi_seg_frames_map_to_slices_by_position(dcmqi_volume):
     assert 20.0 < float(volume.pixels[grid].mean()) < 50.0  # liver about 34 HU in this series
 
 
-def test_dcmqi_roi_cropped_around_the_liver_mask(dcmqi_volume):
+def test_dcmqi_roi_cropped_around_the_liver_mask(dcmqi, dcmqi_volume):
     volume = dcmqi_volume
-    grid, _ = mask_on_volume(load_mask(DCMQI / "liver.dcm"), volume)
+    grid, _ = mask_on_volume(load_mask(dcmqi / "liver.dcm"), volume)
     roi = roi_from_mask(grid, volume, margin_mm=5.0)
     points = volume.index_to_patient(np.argwhere(grid).astype(float))
     half = roi.side_mm / 2
@@ -100,9 +95,8 @@ def test_dcmqi_roi_cropped_around_the_liver_mask(dcmqi_volume):
     assert -50.0 < float(np.median(centre)) < 150.0  # soft tissue at the ROI centre, not air
 
 
-def test_partial_overlaps_segment_selection(dcmqi_volume):
-    _need(DCMQI)
-    path = DCMQI / "partial_overlaps.dcm"
+def test_partial_overlaps_segment_selection(dcmqi, dcmqi_volume):
+    path = dcmqi / "partial_overlaps.dcm"
     with pytest.raises(InputError, match="5 segments"):
         load_mask(path)
     with pytest.raises(InputError, match="no segment 9"):

@@ -1,7 +1,8 @@
 """Grad-CAM on a real CT series (TCIA HCC-TACE-Seg HCC_048, portal venous phase; CC BY 4.0).
 
 CT images from the HCC-TACE-Seg collection, The Cancer Imaging Archive (Moawad et al., 2021), used under
-CC BY 4.0. https://doi.org/10.7937/TCIA.5FNA-0924
+CC BY 4.0. https://doi.org/10.7937/TCIA.5FNA-0924 -- optional: read from the folder named by MVI_TF_REAL_DATA /
+--real-data (default ``<repo>/../shared/data/real``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SERIES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "hcc-tace-seg-hcc048-pv"
 # A 40 mm square inside the right liver lobe on the slice at z = -286 mm (picked once by inspection: mean ~100 HU).
 LIVER_ROI_MM = (-101.0, -22.5, -286.0, 40.0)
 SIZE = 64
@@ -20,10 +20,8 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def series_dir() -> Path:
-    if not SERIES.is_dir():
-        pytest.skip(f"real scan not available: {SERIES} (the shared reference data lives in <repo>/../shared)")
-    return SERIES
+def series_dir(data_files) -> Path:
+    return data_files.optional_real("hcc-tace-seg-hcc048-pv")
 
 
 def test_maps_on_a_real_series_are_produced_and_stay_inside_the_image(series_dir):

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import CLINICAL, CT_PHASES
-
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "dcmqi-ct3slice-liver"
 
 
 def test_export_command_writes_next_version(fake_run, tmp_path):
@@ -38,16 +35,15 @@ def test_predict_command_reports_clear_errors(exported, tmp_path):
 
 
 @pytest.mark.real
-def test_predict_command_on_real_ct(exported, tmp_path):
+def test_predict_command_on_real_ct(exported, tmp_path, data_files):
     from mvi_tf.cli import main
 
-    if not (REAL / "ct-3slice").is_dir():
-        pytest.skip(f"real CT fixture not found at {REAL} (../shared/data/real is absent)")
+    real = data_files.small_real("dcmqi-ct3slice-liver")
     (tmp_path / "clinical.csv").write_text(",".join(CLINICAL) + "\n" + ",".join(map(str, CLINICAL.values())) + "\n")
-    series = [arg for phase in CT_PHASES for arg in ("--series", f"{phase}={REAL / 'ct-3slice'}")]
+    series = [arg for phase in CT_PHASES for arg in ("--series", f"{phase}={real / 'ct-3slice'}")]
     result = CliRunner().invoke(main, [
         "predict", "--model", str(exported.tflite_int8), "--backend", "tflite", *series,
-        "--mask", str(REAL / "liver.dcm"), "--mask-phase", "portal", "--clinical", str(tmp_path / "clinical.csv"),
+        "--mask", str(real / "liver.dcm"), "--mask-phase", "portal", "--clinical", str(tmp_path / "clinical.csv"),
         "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output[result.output.index("{"):])

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from conftest import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "dcmqi-ct3slice-liver"
-
 
 def _series(tmp_path: Path, phases=CT_PHASES) -> dict[str, str]:
     out = {}
@@ -20,10 +18,14 @@ def _series(tmp_path: Path, phases=CT_PHASES) -> dict[str, str]:
     return out
 
 
-def _real_series() -> dict[str, str]:
-    if not (REAL / "ct-3slice").is_dir():
-        pytest.skip(f"real CT fixture not found at {REAL} (../shared/data/real is absent)")
-    return {phase: str(REAL / "ct-3slice") for phase in CT_PHASES}
+@pytest.fixture(scope="module")
+def real_ct(data_files) -> Path:
+    """The shipped dcmqi case (tests/data/real/dcmqi-ct3slice-liver): ct-3slice/ and its liver.dcm SEG."""
+    return data_files.small_real("dcmqi-ct3slice-liver")
+
+
+def _real_series(real_ct: Path) -> dict[str, str]:
+    return {phase: str(real_ct / "ct-3slice") for phase in CT_PHASES}
 
 
 @pytest.mark.parametrize(
@@ -71,11 +73,11 @@ def test_read_clinical_sources(tmp_path):
 
 
 @pytest.mark.real
-def test_backends_agree_on_a_real_ct_and_write_json(exported, fake_run, tmp_path):
+def test_backends_agree_on_a_real_ct_and_write_json(exported, fake_run, tmp_path, real_ct):
     from mvi_tf.export import predict_patient
 
-    series = _real_series()
-    common = {"series": series, "mask_path": str(REAL / "liver.dcm"), "mask_phase": "portal", "clinical": CLINICAL}
+    series = _real_series(real_ct)
+    common = {"series": series, "mask_path": str(real_ct / "liver.dcm"), "mask_phase": "portal", "clinical": CLINICAL}
     results = {
         "savedmodel": predict_patient(exported.saved_model_dir.parent, out_dir=tmp_path / "sm", **common),
         "tflite": predict_patient(exported.tflite_float32, backend="tflite", out_dir=tmp_path / "tfl", **common),
@@ -101,11 +103,11 @@ def test_backends_agree_on_a_real_ct_and_write_json(exported, fake_run, tmp_path
 
 
 @pytest.mark.real
-def test_wrong_image_size_is_an_error(tmp_path):
+def test_wrong_image_size_is_an_error(tmp_path, real_ct):
     from mvi_tf.export import PredictError, predict_patient
 
-    series = _real_series()
+    series = _real_series(real_ct)
     run = write_run_dir(tmp_path / "run", build_tiny_cdlm(image_size=32), image_size=64)
     with pytest.raises(PredictError, match=r"Wrong image size for phase 'plain'.*\(32, 32, 3\).*\(64, 64, 3\)"):
-        predict_patient(run / "cdlm.keras", series, backend="keras", mask_path=str(REAL / "liver.dcm"),
+        predict_patient(run / "cdlm.keras", series, backend="keras", mask_path=str(real_ct / "liver.dcm"),
                         mask_phase="portal", clinical=CLINICAL)

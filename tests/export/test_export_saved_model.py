@@ -82,7 +82,8 @@ def test_serving_signature_in_fresh_process_matches_keras(exported, fresh_proces
 def test_saved_model_cli_shows_named_serving_default(fresh_processes):
     text = fresh_processes["cli"]
     if text is None:
-        pytest.skip(f"saved_model_cli not installed next to {sys.executable}")
+        pytest.skip(f"[saved-model-cli] saved_model_cli not installed next to {sys.executable}; "
+                    "to run it: install tensorflow-cpu into that environment (it ships saved_model_cli)")
     block = text.split("signature_def['serving_default']:", 1)[1].split("signature_def[", 1)[0]
     for name in [*CT_PHASES, "tabular"]:
         assert f"inputs['{name}'] tensor_info:" in block

@@ -326,7 +326,7 @@ def test_signature_branch_loads_without_fc(tmp_path, state_dict, caplog):
 
 def test_torch_interoperability(tmp_path, state_dict, images, reference_logits):
     """Where torch is installed: our reader reads torch.save, torch reads our writer, and torch agrees."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="[torch] torch is not installed; to run it: pip install torch")
     functional = torch.nn.functional
     tensors = {k: torch.from_numpy(v.copy()) for k, v in state_dict.items()}
     saved = tmp_path / "torch_saved.pth"

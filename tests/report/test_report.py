@@ -91,7 +91,8 @@ def test_report_missing_study_raises(tmp_path):
 def test_report_opens_in_headless_chromium(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it where apt works")
+        pytest.skip("[chromium] Chromium is not installed; to run it: install the Debian package 'chromium' "
+                    "(.ci/run does where apt works)")
     path = build_report(_study(tmp_path))
     result = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,19 +12,17 @@ from statsmodels.stats.proportion import proportion_confint
 
 from mvi_tf import stats
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "stats"
 
-
-def _reference(name: str) -> pd.DataFrame:
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"reference data set {path} not present (needs the shared reference folder)")
-    return pd.read_csv(path)
+@pytest.fixture(scope="module")
+def asah(data_files) -> pd.DataFrame:
+    """pROC's `aSAH` (tests/data/reference/asah.csv)."""
+    return pd.read_csv(data_files.reference("asah.csv"))
 
 
 @pytest.fixture(scope="module")
-def asah() -> pd.DataFrame:
-    return _reference("asah.csv")
+def df_binary(data_files) -> pd.DataFrame:
+    """dcurves' `df_binary` (tests/data/reference/dcurves_df_binary.csv)."""
+    return pd.read_csv(data_files.reference("dcurves_df_binary.csv"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,11 +204,10 @@ def test_mcnemar_rejects_bad_tables(table):
 # ---------------------------------------------------------------------------------------------------------
 # Decision curves
 # ---------------------------------------------------------------------------------------------------------
-def test_net_benefit_matches_dcurves():
+def test_net_benefit_matches_dcurves(df_binary):
     """R: dcurves::dca(cancer ~ cancerpredmarker, df_binary) at threshold 0.25
     -> net benefit 0.0640000, treat all -0.1466667."""
-    df = _reference("dcurves_df_binary.csv")
-    res = stats.net_benefit(df["cancer"].to_numpy(), df["cancerpredmarker"].to_numpy(), [0.25])
+    res = stats.net_benefit(df_binary["cancer"].to_numpy(), df_binary["cancerpredmarker"].to_numpy(), [0.25])
     assert round(float(res.model[0]), 7) == 0.0640000
     assert round(float(res.treat_all[0]), 7) == -0.1466667
     assert res.treat_none[0] == 0.0

@@ -1,13 +1,12 @@
 """Kaplan–Meier, log-rank and Cox estimators pinned to published R `survival` output and hand calculations.
 
-Reference data: `../shared/reference/stats/` (R survival `aml`, `lung`, `ovarian`; lifelines `rossi`). Each
+Reference data: `tests/data/reference/` (R survival `aml`, `lung`, `ovarian`; lifelines `rossi`). Each
 test's docstring carries the R call whose printed output it reproduces, to the precision R prints.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,26 +20,25 @@ from mvi_tf.survival import (
     median_follow_up,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "stats"
 
-
-def _read(name: str) -> pd.DataFrame:
-    path = REFERENCE / f"{name}.csv"
-    if not path.is_file():
-        pytest.skip(
-            f"reference data set {path} is absent (needs the shared reference folder next to the repo)"
-        )
-    return pd.read_csv(path)
+@pytest.fixture(scope="module")
+def aml(data_files) -> pd.DataFrame:
+    return pd.read_csv(data_files.reference("aml.csv"))
 
 
 @pytest.fixture(scope="module")
-def aml() -> pd.DataFrame:
-    return _read("aml")
+def ovarian(data_files) -> pd.DataFrame:
+    return pd.read_csv(data_files.reference("ovarian.csv"))
 
 
 @pytest.fixture(scope="module")
-def lung() -> pd.DataFrame:
-    frame = _read("lung")
+def rossi(data_files) -> pd.DataFrame:
+    return pd.read_csv(data_files.reference("rossi.csv"))
+
+
+@pytest.fixture(scope="module")
+def lung(data_files) -> pd.DataFrame:
+    frame = pd.read_csv(data_files.reference("lung.csv"))
     return frame.assign(dead=(frame["status"] == 2).astype(int))  # R's lung: status 2 = dead, 1 = censored
 
 
@@ -83,10 +81,9 @@ def test_logrank_lung_four_groups(lung: pd.DataFrame) -> None:
     assert np.round(result.expected, 3).tolist() == [54.153, 83.528, 26.147, 0.172]
 
 
-def test_logrank_ovarian() -> None:
+def test_logrank_ovarian(ovarian: pd.DataFrame) -> None:
     """R: `survdiff(Surv(futime, fustat) ~ rx, data = ovarian)`: Chisq= 1.1 on 1 degrees of freedom, p= 0.3;
     Observed 7 / 5, Expected 5.23 / 6.77."""
-    ovarian = _read("ovarian")
     result = logrank_test(ovarian["futime"], ovarian["fustat"], ovarian["rx"])
     assert round(result.statistic, 1) == 1.1
     assert round(result.p_value, 1) == 0.3
@@ -204,10 +201,9 @@ def test_cox_aml(aml: pd.DataFrame) -> None:
     assert (round(result.likelihood_ratio, 2), round(result.likelihood_ratio_p, 5)) == (3.38, 0.06581)
 
 
-def test_cox_ovarian_rx() -> None:
+def test_cox_ovarian_rx(ovarian: pd.DataFrame) -> None:
     """R: `coxph(Surv(futime, fustat) ~ rx, data = ovarian)`: coef -0.5964, exp(coef) 0.5508, se 0.5870,
     z -1.016, p 0.31."""
-    ovarian = _read("ovarian")
     row = cox_regression(ovarian, "futime", "fustat", ["rx"]).summary.loc["rx"]
     assert (round(row["coef"], 4), round(row["hazard_ratio"], 4), round(row["se"], 4)) == (
         -0.5964,
@@ -217,11 +213,10 @@ def test_cox_ovarian_rx() -> None:
     assert (round(row["z"], 3), round(row["p_value"], 2)) == (-1.016, 0.31)
 
 
-def test_cox_rossi() -> None:
+def test_cox_rossi(rossi: pd.DataFrame) -> None:
     """R: `coxph(Surv(week, arrest) ~ fin + age + race + wexp + mar + paro + prio, data = Rossi)` (Fox &
     Weisberg, Cox appendix; lifelines docs): coef / se(coef) / p as printed below; Likelihood ratio
     test=33.27 on 7 df; Concordance 0.640."""
-    rossi = _read("rossi")
     published = {
         "fin": (-0.37942, 0.19138, 0.04742),
         "age": (-0.05744, 0.02200, 0.00903),
