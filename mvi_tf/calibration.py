@@ -95,7 +95,7 @@ class CalibrationResult:
         Intercept of the slope fit (``rms::val.prob``'s ``Intercept``).
     brier, brier_scaled : float
         Brier score and scaled Brier score (NaN with a single class).
-    oe_ratio, oe_ci : float, tuple
+    oe_ratio, oe_ratio_ci : float, tuple
         Observed / expected events with its CI (NaN bounds with no events).
     e_avg, e_90, e_max : float
         Absolute differences between the lowess-smoothed observed risk and ``p``.
@@ -116,7 +116,7 @@ class CalibrationResult:
     brier: float
     brier_scaled: float
     oe_ratio: float
-    oe_ci: tuple[float, float]
+    oe_ratio_ci: tuple[float, float]
     e_avg: float
     e_90: float
     e_max: float
@@ -393,7 +393,7 @@ def calibration(
     prevalence = float(labels.mean())
     brier = float(np.mean((p - labels) ** 2))
     spread = prevalence * (1.0 - prevalence)
-    oe, oe_ci = _oe_ratio(int(labels.sum()), float(p.sum()), alpha) if p.sum() > 0 else (nan, nan2)
+    oe, oe_ratio_ci = _oe_ratio(int(labels.sum()), float(p.sum()), alpha) if p.sum() > 0 else (nan, nan2)
     error = np.abs(_smoothed(labels, p) - p) if np.ptp(p) > 0 else np.abs(prevalence - p)
     return CalibrationResult(
         n=int(labels.size),
@@ -409,7 +409,7 @@ def calibration(
         brier=brier,
         brier_scaled=float(1.0 - brier / spread) if spread > 0 else nan,
         oe_ratio=float(oe),
-        oe_ci=oe_ci,
+        oe_ratio_ci=oe_ratio_ci,
         e_avg=float(error.mean()),
         e_90=float(np.quantile(error, 0.9)),
         e_max=float(error.max()),

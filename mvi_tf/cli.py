@@ -111,19 +111,29 @@ def report(study_dir: str, out_path: str | None) -> None:
               help="Score column stratified by age, sex, AFP and tumour size.")
 @click.option("--age-cutoff", type=float, default=60.0, show_default=True,
               help="Age in years splitting the age strata (<= vs >).")
+@click.option("--n-boot", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Bootstrap resamples for the CIs of CDLM vs radiological (AUC difference, net benefit).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples.")
 def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, subgroup_model: str,
-             age_cutoff: float) -> None:
-    """Table 3 (SEN/SPE/ACC at the training Youden threshold, AUC with DeLong 95% CI), ROC and decision
-    curves and the stratified analysis, for the training and prospective validation cohorts."""
+             age_cutoff: float, n_boot: int, seed: int) -> None:
+    """Table 3 (SEN/SPE/ACC with exact 95% CIs at the training Youden threshold, AUC with DeLong 95% CI),
+    ROC and decision curves, calibration per cohort and centre, CDLM vs radiological model (AUC difference,
+    NRI, IDI, net benefit with CIs) and the stratified analysis."""
     from mvi_tf.evaluation import evaluate_runs
 
     result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
-                           age_cutoff=age_cutoff)
+                           age_cutoff=age_cutoff, n_boot=n_boot, seed=seed)
     label = f" [{result['data_label']}]" if result["data_label"] else ""
     for row in result["performance"]:
         if row["model"] == "cdlm" and row["cohort"] in ("training", "prospective") and row["auc"] is not None:
             click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {row['auc']:.3f} "
                        f"({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f}){label}")
+    for row in result["calibration"]:
+        if row["model"] == "cdlm" and row["cohort"] == "prospective" and row["centre"] == "all" and row.get("n"):
+            intercept, slope = row.get("intercept"), row.get("slope")
+            click.echo(f"{row['modality']} CDLM prospective calibration: intercept "
+                       f"{'NA' if intercept is None else f'{intercept:.2f}'}, slope "
+                       f"{'NA' if slope is None else f'{slope:.2f}'}, O/E {row['oe_ratio']:.2f}{label}")
     click.echo(f"Evaluation written to {result['out_dir']} ({len(result['files'])} files)")
 
 

@@ -66,7 +66,7 @@ def test_constant_prediction_by_hand():
     assert np.isnan(res.slope)  # logit(p) is constant: the slope is not identifiable
     assert res.oe_ratio == pytest.approx(2.0)
     z = 1.959963984540054
-    assert res.oe_ci == pytest.approx((2.0 * np.exp(-z / 2), 2.0 * np.exp(z / 2)))
+    assert res.oe_ratio_ci == pytest.approx((2.0 * np.exp(-z / 2), 2.0 * np.exp(z / 2)))
     assert res.brier == pytest.approx(0.28) and res.brier_scaled == pytest.approx(-1 / 6)
     assert (res.observed, res.expected) == pytest.approx((0.4, 0.2))
     assert res.e_avg == pytest.approx(0.2) and res.e_max == pytest.approx(0.2)
@@ -118,7 +118,7 @@ def test_single_class_keeps_brier_and_oe():
         res = cal.calibration([0, 0, 0, 0], [0.1, 0.2, 0.3, 0.4])
     assert np.isnan(res.intercept) and np.isnan(res.brier_scaled)
     assert res.brier == pytest.approx((0.01 + 0.04 + 0.09 + 0.16) / 4)
-    assert res.oe_ratio == 0.0 and all(np.isnan(res.oe_ci))
+    assert res.oe_ratio == 0.0 and all(np.isnan(res.oe_ratio_ci))
 
 
 def test_calibration_curve_groups_by_hand():
