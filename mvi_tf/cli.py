@@ -331,6 +331,37 @@ def export_command(run_dir: str, out_base: str, name: str | None, records_dir: s
             click.echo(f"  {key}: {item['value']}")
 
 
+def _num3(value: float | None) -> str:
+    return "NA" if value is None else f"{value:.3f}"
+
+
+@main.command("recalibrate")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Training run directory whose predictions.csv scores the new site's labelled patients.")
+@click.option("--cohort", required=True, help="The site's patients: value of predictions.csv's cohort (else split).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="New run directory (export it with `mvi-tf export --run OUT`).")
+@click.option("--slope/--intercept-only", default=False, show_default=True,
+              help="Fit intercept and slope, or the intercept only (calibration-in-the-large).")
+@click.option("--fit-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+              help="Share of the cohort used for the fit (seeded, stratified by label); the rest is held out.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit / held-out split.")
+def recalibrate_command(run_dir: str, cohort: str, out_dir: str, slope: bool, fit_fraction: float, seed: int) -> None:
+    """Recalibrate a run's CDLM for a new site (opt-in): a new run directory whose model applies the fit."""
+    from mvi_tf.export.recalibration import recalibrate_run
+
+    result = recalibrate_run(run_dir, cohort, out_dir, fit_slope=slope, fit_fraction=fit_fraction, seed=seed)
+    record = result.record
+    click.echo(f"Recalibration on {record['n_fit']} {cohort} patients: intercept {record['intercept']:.3f}, "
+               f"slope {record['slope']:.3f} ({record['method']})")
+    for part in ("fit", "held_out"):
+        before, after = record["before"][part], record["after"][part]
+        if before.get("n"):
+            click.echo(f"  {part} (n={before['n']}): calibration-in-the-large {_num3(before['intercept'])} -> "
+                       f"{_num3(after['intercept'])}; O/E {_num3(before['oe_ratio'])} -> {_num3(after['oe_ratio'])}")
+    click.echo(f"Recalibrated run written to {result.out_dir}; export it with `mvi-tf export --run {result.out_dir}`")
+
+
 def _parse_series(values: tuple[str, ...]) -> dict[str, str]:
     series: dict[str, str] = {}
     for value in values:

@@ -192,6 +192,11 @@ def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
     if not {"split", "label", "cdlm"} <= set(frame.columns):
         return {"note": f"predictions.csv lacks split/label/cdlm columns. Received: columns={list(frame.columns)}"}
     out: dict[str, Any] = {"definitions": CALIBRATION_NOTE}
+    if "recalibration_fit" in frame.columns:  # a run written by `mvi-tf recalibrate`
+        fitted = frame["recalibration_fit"] == 1
+        frame = frame[~fitted]
+        out["definitions"] += (f" The {int(fitted.sum())} patients the recalibration was fitted on are left out "
+                               "(their calibration is optimistic by construction).")
     for split in CALIBRATION_SPLITS:
         part = frame[frame["split"] == split]
         if part.empty:
@@ -208,6 +213,37 @@ def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def recalibration_record(run_dir: Path) -> dict[str, Any] | None:
+    """``recalibration.json`` of a run written by ``mvi-tf recalibrate`` (None for an ordinary run)."""
+    path = Path(run_dir) / "recalibration.json"
+    return _read_json(path) if path.is_file() else None
+
+
+def _recalibration_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    lines = [
+        "## Recalibration",
+        "",
+        f"This version applies a logistic recalibration fitted on {record['n_fit']} patients of cohort "
+        f"`{record['cohort']}` ({record['method']}): p' = expit({record['intercept']:.4f} + "
+        f"{record['slope']:.4f} x logit(p)). Threshold {record['threshold']['original']:.4f} -> "
+        f"{record['threshold']['recalibrated']:.4f} (same predicted groups).",
+        "",
+        "| patients | n | calibration-in-the-large before | after | slope before | after | O/E before | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for part in ("fit", "held_out"):
+        before, after = record["before"].get(part, {}), record["after"].get(part, {})
+        if not before.get("n"):
+            continue
+        cells = [part.replace("_", " "), str(before["n"])]
+        for key in ("intercept", "slope", "oe_ratio"):
+            cells += ["n/a" if row.get(key) is None else f"{row[key]:.3f}" for row in (before, after)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
     lines = ["## Calibration", ""]
     splits = [s for s in CALIBRATION_SPLITS if s in calibration]
@@ -217,7 +253,9 @@ def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
     def ci(entry: dict, key: str) -> str:
         if entry.get(key) is None:
             return "n/a"
-        return f"{entry[key]:.2f} ({_fmt(entry.get(key + '_ci_low'))} to {_fmt(entry.get(key + '_ci_high'))})"
+        low, high = entry.get(key + "_ci_low"), entry.get(key + "_ci_high")
+        bounds = "n/a" if low is None or high is None else f"{low:.2f} to {high:.2f}"
+        return f"{entry[key]:.2f} ({bounds})"
 
     prospective = calibration.get("prospective")
     if prospective:
@@ -277,6 +315,7 @@ def build_model_card(
         "metrics": run["metrics"],
         "training_cohort": cohort_summary(run["run_dir"], schema),
         "calibration": cdlm_calibration(run["run_dir"]),
+        "recalibration": recalibration_record(run["run_dir"]),
         "tflite": tflite,
         "parity": parity,
         "synthetic": bool(synthetic),
@@ -334,6 +373,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "```",
         "",
         *_calibration_lines(card.get("calibration", {})),
+        *_recalibration_lines(card.get("recalibration")),
         "## Export parity",
         "",
         "| check | value | limit |",
