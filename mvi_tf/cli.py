@@ -149,7 +149,8 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
               default="prospective", show_default=True, help="Patients compared (those present in both runs).")
 def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) -> None:
     """CT vs MRI head-to-head on patients with both examinations: paired DeLong test of the AUCs, McNemar
-    tests of sensitivity and specificity, decision curves and where each model has the higher net benefit."""
+    tests of sensitivity and specificity, continuous NRI and IDI of MRI over CT, decision curves and where
+    each model has the higher net benefit."""
     from mvi_tf.evaluation import compare_runs
 
     r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
@@ -158,6 +159,9 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
     click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {auc['ct']:.3f} vs "
                f"{auc['mri']:.3f} (DeLong p = {auc['delong_p_value']}), SEN p = {r['sensitivity']['mcnemar_p_value']}, "
                f"SPE p = {r['specificity']['mcnemar_p_value']}")
+    nri = r["reclassification_mri_over_ct"]
+    click.echo(f"MRI over CT: continuous NRI {nri['nri']:.3f} ({nri['nri_ci_low']:.3f} to {nri['nri_ci_high']:.3f}), "
+               f"IDI {nri['idi']:.3f} ({nri['idi_ci_low']:.3f} to {nri['idi_ci_high']:.3f})")
     click.echo(f"Head-to-head written to {r['out_dir']}")
 
 

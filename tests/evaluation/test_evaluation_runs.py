@@ -220,6 +220,10 @@ def test_compare_runs(runs, tmp_path):
     delong = stats.delong_test(y, both["cdlm_ct"], both["cdlm_mri"])
     assert r["auc"]["delong_z"] == pytest.approx(delong.z)
     assert r["auc"]["delong_p_value"] == pytest.approx(delong.p_value)
+    nri = uncertainty.reclassification(y, both["cdlm_mri"], both["cdlm_ct"])
+    assert r["reclassification_mri_over_ct"]["nri"] == pytest.approx(nri.nri)
+    assert r["reclassification_mri_over_ct"]["idi_ci_high"] == pytest.approx(nri.idi_ci[1])
+    assert "Continuous NRI, MRI over CT" in (tmp_path / "head_to_head.md").read_text()
 
     thr_ct = json.loads((runs["ct"] / "thresholds.json").read_text())["cdlm"]
     thr_mri = json.loads((runs["mri"] / "thresholds.json").read_text())["cdlm"]
@@ -316,6 +320,7 @@ def test_cli_evaluate_and_compare(runs, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "DeLong p" in res.output and (tmp_path / "cmp" / "head_to_head.json").is_file()
+    assert "MRI over CT: continuous NRI" in res.output
     help_text = cli.invoke(main, ["evaluate", "--help"]).output
     assert "--run" in help_text and "--synthetic" in help_text
 
