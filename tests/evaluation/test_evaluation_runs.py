@@ -417,3 +417,23 @@ def test_improvement_of_cdlm_over_radiological(evaluation, runs):
     assert row["nb_30_difference_ci_low"] <= nb <= row["nb_30_difference_ci_high"]
     md = (out / "improvement.md").read_text()
     assert "NRI, continuous" in md and "IDI" in md and "pt = 0.3" in md
+
+
+def test_degenerate_cohort_gets_notes_not_errors(tmp_path):
+    """Three prospective patients, all MVI-negative, CDLM scores exactly 0 and 1: calibration and the CDLM vs
+    radiological comparison say why a number is missing; the run still writes every file."""
+    run = _write_run(tmp_path, "ct", _patients(seed=5), seed=6)
+    pred = pd.read_csv(run / "predictions.csv")
+    pred = pred[(pred["split"] != "prospective") | (pred.index.isin(pred.index[pred["split"] == "prospective"][:3]))]
+    pred.loc[pred["split"] == "prospective", "label"] = 0
+    pred.loc[pred.index[:2], "cdlm"] = [0.0, 1.0]
+    pred.to_csv(run / "predictions.csv", index=False)
+    result = evaluate_runs([run], tmp_path / "out", progress=False, n_boot=20)
+    cal_rows = [r for r in result["calibration"] if r["model"] == "cdlm"]
+    prosp = next(r for r in cal_rows if r["cohort"] == "prospective")
+    assert prosp["intercept"] is None and prosp["brier"] is not None and "undefined" in prosp["note"]
+    train = next(r for r in cal_rows if r["cohort"] == "train")
+    assert train["n_excluded"] == 2 and "exactly 0 or 1" in train["note"]
+    comparison = next(r for r in result["improvement"] if r["cohort"] == "prospective")
+    assert "not estimable" in comparison["note"]
+    assert (tmp_path / "out" / "calibration_ct_prospective.png").is_file()
