@@ -238,7 +238,7 @@ def logistic_recalibration(
         raise ValueError(f"The calibration slope is not identifiable: every prediction equals {p[0]}.")
     exog = sm.add_constant(lp, has_constant="add") if fit_slope else np.ones((y.size, 1))
     offset = None if fit_slope else lp
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):  # df_resid 0 in tiny cohorts
         warnings.simplefilter("error", PerfectSeparationWarning)
         try:
             result = sm.GLM(y, exog, family=sm.families.Binomial(), offset=offset).fit()

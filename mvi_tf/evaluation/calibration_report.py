@@ -27,7 +27,7 @@ def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, alpha: float = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         result = cal.calibration(y, np.asarray(y_prob, dtype=float), alpha=alpha)
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})
+    notes = sorted({str(w.message).rstrip(".") for w in caught if issubclass(w.category, RuntimeWarning)})
     return {**result.as_dict(), "note": "; ".join(notes)}
 
 

@@ -206,7 +206,7 @@ def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
             result = calibration.calibration(part["label"].to_numpy(int), part["cdlm"].to_numpy(float)).as_dict()
         entry = {k: (None if isinstance(result[k], float) and not np.isfinite(result[k]) else result[k])
                  for k in CALIBRATION_KEYS}
-        notes = sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})
+        notes = sorted({str(w.message).rstrip(".") for w in caught if issubclass(w.category, RuntimeWarning)})
         if notes:
             entry["note"] = "; ".join(notes)
         out[split] = entry
