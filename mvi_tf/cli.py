@@ -342,7 +342,8 @@ def _num3(value: float | None) -> str:
 @main.command("recalibrate")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Training run directory whose predictions.csv scores the new site's labelled patients.")
-@click.option("--cohort", required=True, help="The site's patients: value of predictions.csv's cohort (else split).")
+@click.option("--cohort", required=True,
+              help="The site's patients: value of predictions.csv's cohort (else split), or the records' cohort.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="New run directory (export it with `mvi-tf export --run OUT`).")
 @click.option("--slope/--intercept-only", default=False, show_default=True,
@@ -350,11 +351,16 @@ def _num3(value: float | None) -> str:
 @click.option("--fit-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
               help="Share of the cohort used for the fit (seeded, stratified by label); the rest is held out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit / held-out split.")
-def recalibrate_command(run_dir: str, cohort: str, out_dir: str, slope: bool, fit_fraction: float, seed: int) -> None:
+@click.option("--data", "records_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="TFRecords folder (mvi-tf prepare) with the site's labelled patients as cohort NAME; scored "
+                   "with the run's CDLM [default: the run's predictions.csv].")
+def recalibrate_command(run_dir: str, cohort: str, out_dir: str, slope: bool, fit_fraction: float, seed: int,
+                        records_dir: str | None) -> None:
     """Recalibrate a run's CDLM for a new site (opt-in): a new run directory whose model applies the fit."""
     from mvi_tf.export.recalibration import recalibrate_run
 
-    result = recalibrate_run(run_dir, cohort, out_dir, fit_slope=slope, fit_fraction=fit_fraction, seed=seed)
+    result = recalibrate_run(run_dir, cohort, out_dir, fit_slope=slope, fit_fraction=fit_fraction, seed=seed,
+                             records_dir=records_dir)
     record = result.record
     click.echo(f"Recalibration on {record['n_fit']} {cohort} patients: intercept {record['intercept']:.3f}, "
                f"slope {record['slope']:.3f} ({record['method']})")

@@ -1,14 +1,16 @@
 """``mvi-tf recalibrate``: logistic recalibration of a run's CDLM for a new site, as an explicit, opt-in step.
 
 The site's labelled patients are the rows of the run's ``predictions.csv`` whose ``cohort`` (else ``split``)
-is the named cohort. On them (or on a seeded, label-stratified fraction, the rest held out to show the
-effect) ``logit P(MVI) = a + b logit(p)`` is fitted (``b = 1`` unless the slope is asked for; see
+is the named cohort, or, with ``records_dir``, that cohort's TFRecords scored here with the run's CDLM. On
+them (or on a seeded, label-stratified fraction, the rest held out to show the effect)
+``logit P(MVI) = a + b logit(p)`` is fitted (``b = 1`` unless the slope is asked for; see
 :func:`mvi_tf.calibration.logistic_recalibration`). The result is a new run directory that ``mvi-tf export``
 turns into a new model version: its ``cdlm.keras`` is the original CDLM followed by a
 :class:`ProbabilityRecalibration` layer, so the SavedModel and TFLite models apply the recalibration
 themselves; ``thresholds.json`` carries the training Youden threshold mapped through the same (monotone)
 function, so every patient keeps the predicted group; ``recalibration.json`` holds the fit and the
-calibration before and after, which the model card shows. The original run is not changed.
+calibration before and after, which the model card shows; ``site_predictions.csv`` lists the site's patients
+with their scores before and after. The original run is not changed.
 """
 
 from __future__ import annotations
@@ -118,6 +120,28 @@ class RecalibrationResult:
     record: dict
 
 
+def _site_from_records(model: keras.Model, run_dir: Path, records_dir: Path, cohort: str) -> pd.DataFrame:
+    """Score the cohort's TFRecords (``mvi-tf prepare`` output) with the run's CDLM: patient_id, label, cdlm."""
+    from mvi_tf.data import to_numpy
+    from mvi_tf.export import model_card as card_lib
+
+    run = card_lib.read_run(run_dir)
+    modality = card_lib.schema_modality(run["schema"])
+    indices = card_lib.selected_indices(run["schema"], run["selected"])
+    arrays = to_numpy(str(records_dir), modality, cohorts=[cohort])
+    if len(arrays["label"]) == 0:
+        raise ValueError(f"No {modality} records of cohort {cohort!r} under {records_dir}.")
+    phases = [t.name.split(":")[0] for t in model.inputs if t.name.split(":")[0] != "tabular"]
+    missing = [p for p in phases if p not in arrays]
+    if missing:
+        raise ValueError(f"Records in {records_dir}/{modality} lack the model's phases {missing}.")
+    inputs = {p: arrays[p].astype(np.float32) for p in phases}
+    inputs["tabular"] = arrays["tabular"][:, indices].astype(np.float32)
+    scores = model.predict(inputs, batch_size=16, verbose=0)["mvi_probability"].reshape(-1)
+    return pd.DataFrame({"patient_id": [str(v) for v in arrays["patient_id"]],
+                         "label": arrays["label"].astype(int).reshape(-1), "cdlm": scores.astype(float)})
+
+
 def recalibrate_run(
     run_dir: str | Path,
     cohort: str,
@@ -125,15 +149,17 @@ def recalibrate_run(
     fit_slope: bool = False,
     fit_fraction: float = 1.0,
     seed: int = 0,
+    records_dir: str | Path | None = None,
 ) -> RecalibrationResult:
     """Fit a logistic recalibration of the CDLM on one cohort's patients and write a recalibrated run directory.
 
     Parameters
     ----------
     run_dir : str or Path
-        Training run directory (``cdlm.keras``, ``predictions.csv`` with the site's patients scored).
+        Training run directory (``cdlm.keras``, ``thresholds.json``, ``predictions.csv``).
     cohort : str
-        Value of ``predictions.csv``'s ``cohort`` (else ``split``) column naming the site's patients.
+        The site's patients: without ``records_dir``, the value of ``predictions.csv``'s ``cohort`` (else
+        ``split``) column; with it, the ``cohort`` of the TFRecords.
     out_dir : str or Path
         New run directory; must not exist yet.
     fit_slope : bool, default False
@@ -143,6 +169,9 @@ def recalibrate_run(
         calibration before/after is reported on it.
     seed : int, default 0
         Seed of that split.
+    records_dir : str or Path, optional
+        TFRecords folder (``mvi-tf prepare``) holding the site's labelled patients, scored here with the run's
+        CDLM; they are listed with their scores before and after in ``site_predictions.csv``.
 
     Returns
     -------
@@ -160,7 +189,11 @@ def recalibrate_run(
             raise FileNotFoundError(f"Run directory {run_dir} lacks {name} (written by `mvi-tf train`).")
     path = run_dir / "predictions.csv"
     frame = pd.read_csv(path, dtype={"patient_id": str})
-    site = _site_rows(frame, cohort, path)
+    base = load_keras_model(run_dir / "cdlm.keras")
+    if records_dir is None:
+        site = _site_rows(frame, cohort, path)[["patient_id", "label", "cdlm"]].reset_index(drop=True)
+    else:
+        site = _site_from_records(base, run_dir, Path(records_dir), cohort)
     y, p = site["label"].to_numpy(int), site["cdlm"].to_numpy(float)
     fitting = _split_fit(y, fit_fraction, seed) if fit_fraction < 1.0 else np.ones(y.size, dtype=bool)
     with warnings.catch_warnings():
@@ -170,6 +203,7 @@ def recalibrate_run(
     parts = {"fit": fitting, "held_out": ~fitting}
     record = {
         "cohort": cohort,
+        "source": "predictions.csv of the run" if records_dir is None else f"TFRecords in {Path(records_dir).name}",
         "method": "intercept and slope" if fit_slope else "intercept only (calibration-in-the-large)",
         "intercept": fit.intercept, "intercept_ci": list(fit.intercept_ci),
         "slope": fit.slope, "slope_ci": list(fit.slope_ci),
@@ -178,13 +212,13 @@ def recalibrate_run(
         "before": {k: _summary(y[m], p[m]) for k, m in parts.items()},
         "after": {k: _summary(y[m], after[m]) for k, m in parts.items()},
     }
-    model = recalibrated_model(load_keras_model(run_dir / "cdlm.keras"), fit)
-    _write_run(run_dir, out_dir, model, fit, frame, site.index[fitting], record)
+    site = site.rename(columns={"cdlm": "cdlm_before"}).assign(cdlm=after, recalibration_fit=fitting.astype(int))
+    _write_run(run_dir, out_dir, recalibrated_model(base, fit), fit, frame, site, record)
     return RecalibrationResult(out_dir=out_dir, fit=fit, record=record)
 
 
 def _write_run(run_dir: Path, out_dir: Path, model: keras.Model, fit: calibration.RecalibrationFit,
-               frame: pd.DataFrame, fit_index: pd.Index, record: dict) -> None:
+               frame: pd.DataFrame, site: pd.DataFrame, record: dict) -> None:
     out_dir.mkdir(parents=True)
     try:
         for name in COPIED_FILES:
@@ -198,9 +232,12 @@ def _write_run(run_dir: Path, out_dir: Path, model: keras.Model, fit: calibratio
         (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
         record["threshold"] = {"original": float(value), "recalibrated": mapped}
         out = frame.copy()
-        out["cdlm"] = calibration.recalibrate(out["cdlm"].to_numpy(float), fit)
-        out["recalibration_fit"] = out.index.isin(fit_index).astype(int)
+        if "cdlm" in out.columns:
+            out["cdlm"] = calibration.recalibrate(out["cdlm"].to_numpy(float), fit)
+        fit_ids = set(site.loc[site["recalibration_fit"] == 1, "patient_id"])
+        out["recalibration_fit"] = out["patient_id"].isin(fit_ids).astype(int)
         out.to_csv(out_dir / "predictions.csv", index=False)
+        site.to_csv(out_dir / "site_predictions.csv", index=False)
         (out_dir / RECALIBRATION_JSON).write_text(json.dumps(record, indent=2))
     except Exception:
         shutil.rmtree(out_dir, ignore_errors=True)

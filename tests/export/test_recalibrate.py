@@ -96,3 +96,31 @@ def test_card_of_recalibrated_run_leaves_out_the_fitting_patients(tmp_path):
     assert card["prospective"]["n"] == 120
     assert card["prospective"]["intercept"] == pytest.approx(result.record["after"]["held_out"]["intercept"])
     assert "120 patients the recalibration was fitted on are left out" in card["definitions"]
+
+
+def test_recalibration_scores_the_site_records(tmp_path):
+    """--data: the site's TFRecords (cohort 'train' of data_prep's writer) are scored with the run's CDLM, and
+    the intercept equals the recalibration fitted directly on those scores."""
+    from conftest import write_records
+
+    from mvi_tf.data import to_numpy
+    from mvi_tf.export import model_card as card_lib
+
+    model = build_tiny_cdlm()
+    run = write_run_dir(tmp_path / "run", model, threshold=0.4)
+    records = write_records(tmp_path / "records", run, n=24, n_val=8)
+    result = recalibrate_run(run, "train", tmp_path / "recal", records_dir=records)
+    arrays = to_numpy(str(records), "ct", cohorts=["train"])
+    schema = json.loads((run / "schema.json").read_text())
+    indices = card_lib.selected_indices(schema, json.loads((run / "feature_selection.json").read_text())["selected"])
+    inputs = {p: arrays[p].astype(np.float32) for p in ("plain", "arterial", "portal")}
+    inputs["tabular"] = arrays["tabular"][:, indices].astype(np.float32)
+    scores = np.asarray(model(inputs, training=False)["mvi_probability"], dtype=float).reshape(-1)
+    direct = calibration.logistic_recalibration(arrays["label"].reshape(-1).astype(int), scores, fit_slope=False)
+    assert result.fit.intercept == pytest.approx(direct.intercept, abs=1e-5)
+    site = pd.read_csv(result.out_dir / "site_predictions.csv", dtype={"patient_id": str})
+    assert len(site) == 24 and site["recalibration_fit"].all()
+    assert site["cdlm_before"].to_numpy() == pytest.approx(scores, abs=1e-6)
+    assert result.record["source"] == "TFRecords in records"
+    with pytest.raises(FileNotFoundError, match=r"No TFRecord shards for modality='ct', cohorts=\['prospective'\]"):
+        recalibrate_run(run, "prospective", tmp_path / "none", records_dir=records)
