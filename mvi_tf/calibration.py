@@ -268,9 +268,9 @@ def recalibrate(y_prob: Sequence | np.ndarray, fit: RecalibrationFit) -> np.ndar
 # ---------------------------------------------------------------------------------------------------------
 # Summary measures and the calibration plot
 # ---------------------------------------------------------------------------------------------------------
-def _local_fit(x: np.ndarray, y: np.ndarray, i: int, left: int, right: int) -> float:
-    """R ``clowess``'s ``lowest``: tricube-weighted local line at ``x[i]`` over ``x[left:right + 1]``, taking
-    in ties on the right; the observed ``y[i]`` when every weight is zero."""
+def _local_fit(x: np.ndarray, y: np.ndarray, rw: np.ndarray, i: int, left: int, right: int) -> float:
+    """R ``clowess``'s ``lowest``: tricube-weighted (times robustness weights ``rw``) local line at ``x[i]``
+    over ``x[left:right + 1]``, taking in ties on the right; the observed ``y[i]`` when every weight is zero."""
     h = max(x[i] - x[left], x[right] - x[i])
     r = np.abs(x[left:] - x[i])
     inside = r <= 0.999 * h
@@ -278,6 +278,7 @@ def _local_fit(x: np.ndarray, y: np.ndarray, i: int, left: int, right: int) -> f
     stop = beyond[0] if beyond.size else r.size
     r, inside = r[:stop], inside[:stop]
     w = np.where(inside, np.where(r <= 0.001 * h, 1.0, (1.0 - (r / h) ** 3) ** 3 if h > 0 else 1.0), 0.0)
+    w = w * rw[left : left + stop]
     if w.sum() <= 0.0:
         return float(y[i])
     w = w / w.sum()
@@ -290,31 +291,16 @@ def _local_fit(x: np.ndarray, y: np.ndarray, i: int, left: int, right: int) -> f
     return float(np.sum(w * y[left : left + stop]))
 
 
-def lowess_r(
-    x: Sequence | np.ndarray, y: Sequence | np.ndarray, f: float = 2.0 / 3.0, delta: float | None = None
-) -> np.ndarray:
-    """R ``lowess(x, y, f, iter = 0, delta)``, fitted values in the order of ``x``.
-
-    ``delta=None`` is R's default ``0.01 * diff(range(x))``: points closer than ``delta`` to the last fitted
-    one are interpolated linearly instead of fitted.
-
-    Follows the algorithm of R's ``clowess`` (Cleveland 1979) without robustness iterations. statsmodels'
-    lowess is not used because it returns 0 for a neighbourhood of tied ``x`` (zero width) where R averages
-    the ties, and the predicted risks of simple clinical models are often tied.
-    """
-    order = np.argsort(np.asarray(x, dtype=np.float64), kind="stable")
-    xs, ys = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+def _lowess_pass(xs: np.ndarray, ys: np.ndarray, rw: np.ndarray, ns: int, delta: float) -> np.ndarray:
+    """One smoothing pass over sorted ``xs``: local fits at points ``delta`` apart, linear interpolation
+    between them, tied ``x`` sharing one fit."""
     n = xs.size
-    if n < 2:
-        return ys.copy()
-    ns = max(2, min(n, int(f * n + 1e-7)))
-    delta = 0.01 * (xs[-1] - xs[0]) if delta is None else float(delta)
     fitted = np.empty(n)
     left, right, last, i = 0, ns - 1, -1, 0
     while True:
         while right < n - 1 and xs[i] - xs[left] > xs[right + 1] - xs[i]:
             left, right = left + 1, right + 1
-        fitted[i] = _local_fit(xs, ys, i, left, right)
+        fitted[i] = _local_fit(xs, ys, rw, i, left, right)
         if last < i - 1:
             share = (xs[last + 1 : i] - xs[last]) / (xs[i] - xs[last])
             fitted[last + 1 : i] = share * fitted[i] + (1.0 - share) * fitted[last]
@@ -327,7 +313,45 @@ def lowess_r(
             i += 1
         i = max(last + 1, i - 1)
         if last >= n - 1:
+            return fitted
+
+
+def lowess_r(
+    x: Sequence | np.ndarray,
+    y: Sequence | np.ndarray,
+    f: float = 2.0 / 3.0,
+    iterations: int = 0,
+    delta: float | None = None,
+) -> np.ndarray:
+    """R ``lowess(x, y, f, iter = iterations, delta)``, fitted values in the order of ``x``.
+
+    ``delta=None`` is R's default ``0.01 * diff(range(x))``: points closer than ``delta`` to the last fitted
+    one are interpolated linearly instead of fitted. ``rms::val.prob`` smooths with ``iter = 0`` (the
+    default here); R's own default is ``iter = 3`` robustness iterations (bisquare weights of the residuals
+    scaled by 6 x their median absolute value).
+
+    Follows the algorithm of R's ``clowess`` (Cleveland 1979). statsmodels' lowess is not used because it
+    returns 0 for a neighbourhood of tied ``x`` (zero width) where R averages the ties, and the predicted
+    risks of simple clinical models are often tied.
+    """
+    order = np.argsort(np.asarray(x, dtype=np.float64), kind="stable")
+    xs, ys = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+    n = xs.size
+    if n < 2:
+        return ys.copy()
+    ns = max(2, min(n, int(f * n + 1e-7)))
+    delta = 0.01 * (xs[-1] - xs[0]) if delta is None else float(delta)
+    rw = np.ones(n)
+    for step in range(iterations + 1):
+        fitted = _lowess_pass(xs, ys, rw, ns, delta)
+        if step == iterations:
             break
+        residual = np.abs(ys - fitted)
+        cmad = 6.0 * float(np.median(residual))
+        if cmad < 1e-7 * float(residual.mean()):
+            break
+        rw = np.where(residual <= 0.001 * cmad, 1.0,
+                      np.where(residual > 0.999 * cmad, 0.0, (1.0 - (residual / cmad) ** 2) ** 2))
     out = np.empty(n)
     out[order] = fitted
     return out

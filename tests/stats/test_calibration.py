@@ -148,6 +148,22 @@ def test_lowess_matches_statsmodels_without_ties():
     assert cal.lowess_r(x, y) == pytest.approx(ref, abs=1e-5)
 
 
+CARS_SPEED = [4, 4, 7, 7, 8, 9, 10, 10, 10, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 16,
+              16, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 20, 20, 20, 20, 20, 22, 23, 24, 24, 24, 24, 25]
+CARS_DIST = [2, 10, 4, 22, 16, 10, 18, 26, 34, 17, 28, 14, 20, 24, 28, 26, 34, 34, 46, 26, 36, 60, 80, 20, 26, 54,
+             32, 40, 32, 40, 50, 42, 56, 76, 84, 36, 46, 68, 32, 48, 52, 56, 64, 66, 54, 70, 92, 93, 120, 85]
+
+
+def test_lowess_matches_r_on_cars():
+    """R: lowess(cars) (datasets::cars, f = 2/3, iter = 3, heavily tied x) prints
+    4.965459 4.965459 13.124495 13.124495 15.858633 18.579691 21.280313 ... 78.643164 84.328698."""
+    expected = [4.965459, 4.965459, 13.124495, 13.124495, 15.858633, 18.579691] + [21.280313] * 3 + [24.129277] * 2
+    expected += [27.119549] * 4 + [30.027276] * 4 + [32.962506] * 4 + [36.757728] * 3 + [40.435075] * 2
+    expected += [43.463492] * 3 + [46.885479] * 4 + [50.793152] * 3 + [56.491224] * 5
+    expected += [67.585824, 73.079695] + [78.643164] * 4 + [84.328698]
+    assert cal.lowess_r(CARS_SPEED, CARS_DIST, iterations=3) == pytest.approx(expected, abs=5e-7)
+
+
 def test_lowess_averages_ties_like_r():
     """x = 0.3 (4 times), 0.8 (twice), f = 2/3: R's clowess gives every tied point the mean of its ties'
     y (window of zero width -> weight 1): 1/4 at 0.3 and 1 at 0.8. statsmodels returns 0 there."""
