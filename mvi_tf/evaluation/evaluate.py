@@ -78,6 +78,15 @@ def _figures(run: RunData, out_dir: Path, synthetic: bool, alpha: float) -> tupl
     return summaries, files
 
 
+def _write_table(out: Path, stem: str, rows: list[dict], data_label: str, markdown: str) -> list[str]:
+    """``<stem>.csv`` (every number, labelled) and ``<stem>.md``; returns the two file names."""
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "data_label", data_label)
+    frame.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    return [f"{stem}.csv", f"{stem}.md"]
+
+
 def evaluate_runs(
     run_dirs: list[str | Path],
     out_dir: str | Path,
@@ -188,20 +197,13 @@ def evaluate_runs(
     (out / "table3.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
     calibration = calibration_rows(runs, ALL_COHORTS, alpha=alpha)
-    frame = pd.DataFrame(calibration)
-    frame.insert(0, "data_label", data_label)
-    frame.to_csv(out / "calibration.csv", index=False)
-    (out / "calibration.md").write_text(calibration_markdown(calibration, ALL_COHORTS, is_synthetic), encoding="utf-8")
-    files += ["calibration.csv", "calibration.md"]
+    files += _write_table(out, "calibration", calibration, data_label,
+                          calibration_markdown(calibration, ALL_COHORTS, is_synthetic))
     files += write_calibration_figures(runs, FIGURE_COHORTS, out, is_synthetic)
-
     improvement = improvement_rows(runs, FIGURE_COHORTS, n_boot=n_boot, seed=seed, alpha=alpha)
     if improvement:
-        frame = pd.DataFrame(improvement)
-        frame.insert(0, "data_label", data_label)
-        frame.to_csv(out / "improvement.csv", index=False)
-        (out / "improvement.md").write_text(improvement_markdown(improvement, is_synthetic), encoding="utf-8")
-        files += ["improvement.csv", "improvement.md"]
+        files += _write_table(out, "improvement", improvement, data_label,
+                              improvement_markdown(improvement, is_synthetic))
 
     if subgroup_rows:
         sub = pd.DataFrame(subgroup_rows)
