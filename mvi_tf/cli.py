@@ -111,19 +111,29 @@ def report(study_dir: str, out_path: str | None) -> None:
               help="Score column stratified by age, sex, AFP and tumour size.")
 @click.option("--age-cutoff", type=float, default=60.0, show_default=True,
               help="Age in years splitting the age strata (<= vs >).")
+@click.option("--n-boot", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Bootstrap resamples for the CIs of CDLM vs radiological (AUC difference, net benefit).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples.")
 def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, subgroup_model: str,
-             age_cutoff: float) -> None:
-    """Table 3 (SEN/SPE/ACC at the training Youden threshold, AUC with DeLong 95% CI), ROC and decision
-    curves and the stratified analysis, for the training and prospective validation cohorts."""
+             age_cutoff: float, n_boot: int, seed: int) -> None:
+    """Table 3 (SEN/SPE/ACC with exact 95% CIs at the training Youden threshold, AUC with DeLong 95% CI),
+    ROC and decision curves, calibration per cohort and centre, CDLM vs radiological model (AUC difference,
+    NRI, IDI, net benefit with CIs) and the stratified analysis."""
     from mvi_tf.evaluation import evaluate_runs
 
     result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
-                           age_cutoff=age_cutoff)
+                           age_cutoff=age_cutoff, n_boot=n_boot, seed=seed)
     label = f" [{result['data_label']}]" if result["data_label"] else ""
     for row in result["performance"]:
         if row["model"] == "cdlm" and row["cohort"] in ("training", "prospective") and row["auc"] is not None:
             click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {row['auc']:.3f} "
                        f"({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f}){label}")
+    for row in result["calibration"]:
+        if row["model"] == "cdlm" and row["cohort"] == "prospective" and row["centre"] == "all" and row.get("n"):
+            intercept, slope = row.get("intercept"), row.get("slope")
+            click.echo(f"{row['modality']} CDLM prospective calibration: intercept "
+                       f"{'NA' if intercept is None else f'{intercept:.2f}'}, slope "
+                       f"{'NA' if slope is None else f'{slope:.2f}'}, O/E {row['oe_ratio']:.2f}{label}")
     click.echo(f"Evaluation written to {result['out_dir']} ({len(result['files'])} files)")
 
 
@@ -139,7 +149,8 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
               default="prospective", show_default=True, help="Patients compared (those present in both runs).")
 def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) -> None:
     """CT vs MRI head-to-head on patients with both examinations: paired DeLong test of the AUCs, McNemar
-    tests of sensitivity and specificity, decision curves and where each model has the higher net benefit."""
+    tests of sensitivity and specificity, continuous NRI and IDI of MRI over CT, decision curves and where
+    each model has the higher net benefit."""
     from mvi_tf.evaluation import compare_runs
 
     r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
@@ -148,6 +159,9 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
     click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {auc['ct']:.3f} vs "
                f"{auc['mri']:.3f} (DeLong p = {auc['delong_p_value']}), SEN p = {r['sensitivity']['mcnemar_p_value']}, "
                f"SPE p = {r['specificity']['mcnemar_p_value']}")
+    nri = r["reclassification_mri_over_ct"]
+    click.echo(f"MRI over CT: continuous NRI {nri['nri']:.3f} ({nri['nri_ci_low']:.3f} to {nri['nri_ci_high']:.3f}), "
+               f"IDI {nri['idi']:.3f} ({nri['idi_ci_low']:.3f} to {nri['idi_ci_high']:.3f})")
     click.echo(f"Head-to-head written to {r['out_dir']}")
 
 
@@ -319,6 +333,43 @@ def export_command(run_dir: str, out_base: str, name: str | None, records_dir: s
     for key, item in result.parity.items():
         if isinstance(item, dict) and "value" in item:
             click.echo(f"  {key}: {item['value']}")
+
+
+def _num3(value: float | None) -> str:
+    return "NA" if value is None else f"{value:.3f}"
+
+
+@main.command("recalibrate")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Training run directory whose predictions.csv scores the new site's labelled patients.")
+@click.option("--cohort", required=True,
+              help="The site's patients: value of predictions.csv's cohort (else split), or the records' cohort.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="New run directory (export it with `mvi-tf export --run OUT`).")
+@click.option("--slope/--intercept-only", default=False, show_default=True,
+              help="Fit intercept and slope, or the intercept only (calibration-in-the-large).")
+@click.option("--fit-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+              help="Share of the cohort used for the fit (seeded, stratified by label); the rest is held out.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit / held-out split.")
+@click.option("--data", "records_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="TFRecords folder (mvi-tf prepare) with the site's labelled patients as cohort NAME; scored "
+                   "with the run's CDLM [default: the run's predictions.csv].")
+def recalibrate_command(run_dir: str, cohort: str, out_dir: str, slope: bool, fit_fraction: float, seed: int,
+                        records_dir: str | None) -> None:
+    """Recalibrate a run's CDLM for a new site (opt-in): a new run directory whose model applies the fit."""
+    from mvi_tf.export.recalibration import recalibrate_run
+
+    result = recalibrate_run(run_dir, cohort, out_dir, fit_slope=slope, fit_fraction=fit_fraction, seed=seed,
+                             records_dir=records_dir)
+    record = result.record
+    click.echo(f"Recalibration on {record['n_fit']} {cohort} patients: intercept {record['intercept']:.3f}, "
+               f"slope {record['slope']:.3f} ({record['method']})")
+    for part in ("fit", "held_out"):
+        before, after = record["before"][part], record["after"][part]
+        if before.get("n"):
+            click.echo(f"  {part} (n={before['n']}): calibration-in-the-large {_num3(before['intercept'])} -> "
+                       f"{_num3(after['intercept'])}; O/E {_num3(before['oe_ratio'])} -> {_num3(after['oe_ratio'])}")
+    click.echo(f"Recalibrated run written to {result.out_dir}; export it with `mvi-tf export --run {result.out_dir}`")
 
 
 def _parse_series(values: tuple[str, ...]) -> dict[str, str]:

@@ -382,8 +382,12 @@ def delong_test(
                        pROC::roc(response, score_b, direction = "<"), method = "delong", paired = TRUE)
 
     ``z = (auc_a - auc_b) / sqrt(S_aa + S_bb - 2 S_ab)`` where ``S = cov(V10) / m + cov(V01) / n`` is the
-    DeLong covariance matrix of the two AUCs. When the difference has zero variance (both scores order every
-    case-control pair identically) ``z`` and ``p_value`` are NaN and a ``RuntimeWarning`` is issued.
+    DeLong covariance matrix of the two AUCs.
+
+    Zero variance of the difference follows pROC's ``delong.paired.test``: when the two AUCs are equal as well
+    (the same scores twice, or two scores that order every case-control pair identically) ``0 / 0`` is
+    read as no difference, ``z = 0`` and ``p = 1``. Unequal AUCs with zero variance give ``z = +-inf`` and
+    ``p = 0`` as in R, with a ``RuntimeWarning``.
 
     Parameters
     ----------
@@ -409,16 +413,18 @@ def delong_test(
     s = np.cov(np.vstack([v10_a, v10_b]), ddof=1) / m + np.cov(np.vstack([v01_a, v01_b]), ddof=1) / n
     auc_a, auc_b = float(v10_a.mean()), float(v10_b.mean())
     variance = float(s[0, 0] + s[1, 1] - 2.0 * s[0, 1])
-    if variance <= 0.0:
+    if variance > 0.0:
+        z = (auc_a - auc_b) / np.sqrt(variance)
+    elif auc_a == auc_b:
+        z, variance = 0.0, 0.0  # pROC: "no difference between theta's produces a NaN" -> Z = 0
+    else:
         warnings.warn(
-            f"The AUC difference has zero variance (auc_a={auc_a}, auc_b={auc_b}); z and p are undefined.",
+            f"The AUC difference has zero variance but auc_a={auc_a} != auc_b={auc_b}; z is infinite.",
             RuntimeWarning,
             stacklevel=2,
         )
-        z = p = float("nan")
-    else:
-        z = (auc_a - auc_b) / np.sqrt(variance)
-        p = float(2.0 * sp_stats.norm.sf(abs(z)))
+        z, variance = float(np.sign(auc_a - auc_b) * np.inf), 0.0
+    p = float(2.0 * sp_stats.norm.sf(abs(z)))
     return DeLongTestResult(
         auc_a=auc_a, auc_b=auc_b, z=float(z), p_value=p, variance=variance, covariance=float(s[0, 1])
     )
@@ -733,6 +739,11 @@ def net_benefit(
     ``NB(pt) = TP/n - FP/n * pt / (1 - pt)``, where a patient counts as treated when ``risk >= pt``.
     Treat-all: ``prevalence - (1 - prevalence) * pt / (1 - pt)``; treat-none: 0.
 
+    As dcurves does before comparing, a risk of exactly 0 is moved just below every threshold and a risk of
+    exactly 1 just above (``0 - eps``, ``1 + eps``): a patient with risk 0 is never treated, not even at
+    ``pt = 0``, so a 0/1 predictor's net benefit at ``pt = 0`` is its true-positive count over ``n``, not
+    the prevalence.
+
     Parameters
     ----------
     y_true : array-like of shape (N,)
@@ -755,7 +766,8 @@ def net_benefit(
     if pt.ndim != 1 or pt.size == 0 or not np.all(np.isfinite(pt)) or pt.min() < 0.0 or pt.max() >= 1.0:
         raise ValueError(f"thresholds must be a non-empty list in [0, 1). Received: thresholds={pt.tolist()}")
     n = labels.size
-    treated = p[None, :] >= pt[:, None]
+    # dcurves: risk 0 -> 0 - eps (below every threshold in [0, 1)), risk 1 -> 1 + eps (above every one).
+    treated = (p[None, :] >= pt[:, None]) & (p[None, :] > 0.0)
     tp = np.sum(treated & labels[None, :], axis=1)
     fp = np.sum(treated & ~labels[None, :], axis=1)
     odds = pt / (1.0 - pt)

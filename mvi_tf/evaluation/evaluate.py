@@ -10,6 +10,12 @@ from tqdm import tqdm
 
 from mvi_tf import stats
 from mvi_tf.evaluation import decision_curves as dca
+from mvi_tf.evaluation.calibration_report import (
+    calibration_markdown,
+    calibration_rows,
+    write_calibration_figures,
+)
+from mvi_tf.evaluation.improvement import improvement_markdown, improvement_rows
 from mvi_tf.evaluation.plots import plot_decision_curves, plot_roc
 from mvi_tf.evaluation.rundir import (
     COHORT_LABELS,
@@ -72,6 +78,15 @@ def _figures(run: RunData, out_dir: Path, synthetic: bool, alpha: float) -> tupl
     return summaries, files
 
 
+def _write_table(out: Path, stem: str, rows: list[dict], data_label: str, markdown: str) -> list[str]:
+    """``<stem>.csv`` (every number, labelled) and ``<stem>.md``; returns the two file names."""
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "data_label", data_label)
+    frame.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    return [f"{stem}.csv", f"{stem}.md"]
+
+
 def evaluate_runs(
     run_dirs: list[str | Path],
     out_dir: str | Path,
@@ -80,6 +95,8 @@ def evaluate_runs(
     subgroup_model: str = "cdlm",
     age_cutoff: float = 60.0,
     progress: bool = True,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> dict:
     """Evaluate training runs as in Wei et al. 2021 (Table 3, Figure 2, Table S1).
 
@@ -87,12 +104,15 @@ def evaluate_runs(
     ``train`` and ``internal_validation`` (``val``) are also reported separately; ``prospective`` is the
     external validation cohort. SEN/SPE/ACC use each model's Youden threshold from the run's
     ``thresholds.json`` (chosen on the train split) unchanged on every cohort; AUC CIs are DeLong, proportion
-    CIs Clopper-Pearson.
+    CIs Clopper-Pearson (exact). Calibration (:mod:`mvi_tf.calibration`) is reported for every model, cohort and
+    centre; the CDLM is compared with the radiological model (:mod:`mvi_tf.evaluation.improvement`).
 
     Files written to ``out_dir``: ``table3.csv`` / ``table3.md`` (training and prospective columns, plus the
     internal validation table in the Markdown), ``performance.csv`` (every model x cohort number),
-    ``roc_<modality>_<cohort>.png``, ``decision_curves_<modality>_<cohort>.png``, ``subgroups.csv`` /
-    ``subgroups.md`` and ``evaluation.json`` with every number. All carry "SYNTHETIC DATA" when the cohort is synthetic.
+    ``roc_<modality>_<cohort>.png``, ``decision_curves_<modality>_<cohort>.png``, ``calibration.csv`` /
+    ``calibration.md`` and ``calibration_<modality>_<cohort>.png``, ``improvement.csv`` / ``improvement.md``
+    (CDLM vs radiological: ΔAUC, NRI, IDI, net benefit, with CIs), ``subgroups.csv`` / ``subgroups.md`` and
+    ``evaluation.json`` with every number. All carry "SYNTHETIC DATA" when the cohort is synthetic.
 
     Parameters
     ----------
@@ -110,6 +130,10 @@ def evaluate_runs(
         Age split (years) for the stratified analysis.
     progress : bool
         Show a progress bar over runs.
+    n_boot : int
+        Bootstrap resamples for the CIs of the CDLM - radiological comparison.
+    seed : int
+        Seed of those resamples.
 
     Returns
     -------
@@ -154,8 +178,8 @@ def evaluate_runs(
     notes = [
         (
             "SEN, SPE and ACC at each model's Youden threshold chosen on the training split and applied "
-            "unchanged to every cohort; AUC 95% CI by DeLong (pROC); training cohort = train + internal "
-            "validation splits."
+            "unchanged to every cohort, with exact (Clopper-Pearson) 95% CIs; AUC 95% CI by DeLong (pROC); "
+            "training cohort = train + internal validation splits."
         ),
     ]
     recomputed = [
@@ -171,6 +195,15 @@ def evaluate_runs(
     md.append(table3_markdown(internal, ("internal_validation",), "Internal validation split", False))
     md += [f"*{n}*" for n in notes]
     (out / "table3.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    calibration = calibration_rows(runs, ALL_COHORTS, alpha=alpha)
+    files += _write_table(out, "calibration", calibration, data_label,
+                          calibration_markdown(calibration, ALL_COHORTS, is_synthetic))
+    files += write_calibration_figures(runs, FIGURE_COHORTS, out, is_synthetic)
+    improvement = improvement_rows(runs, FIGURE_COHORTS, n_boot=n_boot, seed=seed, alpha=alpha)
+    if improvement:
+        files += _write_table(out, "improvement", improvement, data_label,
+                              improvement_markdown(improvement, is_synthetic))
 
     if subgroup_rows:
         sub = pd.DataFrame(subgroup_rows)
@@ -199,6 +232,8 @@ def evaluate_runs(
         "notes": notes,
         "performance": rows,
         "decision_curves": decision,
+        "calibration": calibration,
+        "improvement": improvement,
         "subgroups": subgroup_rows,
         "files": files + ["evaluation.json"],
     }

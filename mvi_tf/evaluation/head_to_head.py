@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvi_tf import stats
+from mvi_tf import stats, uncertainty
 from mvi_tf.evaluation import decision_curves as dca
 from mvi_tf.evaluation.plots import plot_decision_curves, plot_roc
 from mvi_tf.evaluation.rundir import SYNTHETIC_LABEL, load_run, to_jsonable, write_json
@@ -159,6 +159,7 @@ def compare_runs(
         },
         "sensitivity": sensitivity,
         "specificity": specificity,
+        "reclassification_mri_over_ct": uncertainty.reclassification(y, s_mri, s_ct).as_dict(),
         "decision_curves": curves,
     }
     out = Path(out_dir)
@@ -209,6 +210,7 @@ def _markdown(r: dict) -> str:
     if r["synthetic"]:
         lines += ["> **SYNTHETIC DATA** — every number below comes from a simulated cohort.", ""]
     a, se, sp, dc = r["auc"], r["sensitivity"], r["specificity"], r["decision_curves"]
+    nri = r["reclassification_mri_over_ct"]
     lines += [
         (
             f"### Head-to-head: {r['model']} CT vs MRI ({r['cohort']}, n = {r['n_paired']}, "
@@ -229,6 +231,14 @@ def _markdown(r: dict) -> str:
         (
             f"| Specificity | {_fmt(sp['ct'], True)} | {_fmt(sp['mri'], True)} | McNemar (exact p "
             f"{_p(sp['mcnemar_exact_p_value'])}) | {_p(sp['mcnemar_p_value'])} |"
+        ),
+        (
+            f"| Continuous NRI, MRI over CT (95% CI) | | {_fmt(nri['nri'])} ({_fmt(nri['nri_ci_low'])} to "
+            f"{_fmt(nri['nri_ci_high'])}) | Hmisc::improveProb | {_p(nri['nri_p'])} |"
+        ),
+        (
+            f"| IDI, MRI over CT (95% CI) | | {_fmt(nri['idi'])} ({_fmt(nri['idi_ci_low'])} to "
+            f"{_fmt(nri['idi_ci_high'])}) | Hmisc::improveProb | {_p(nri['idi_p'])} |"
         ),
         "",
         (

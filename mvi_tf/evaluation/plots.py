@@ -1,4 +1,4 @@
-"""ROC and decision-curve figures (PNG), drawn with matplotlib's Agg canvas (no display, no pyplot state)."""
+"""ROC, decision-curve and calibration figures (PNG), drawn with matplotlib's Agg canvas (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from mvi_tf import stats
+from mvi_tf import calibration, stats
 
 SYNTHETIC_BANNER = "SYNTHETIC DATA"
 
@@ -99,6 +100,47 @@ def plot_decision_curves(
     ax.set_xlabel("Threshold probability")
     ax.set_ylabel("Net benefit")
     ax.legend(loc="upper right", fontsize=7)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_calibration(
+    curves: dict[str, calibration.CalibrationCurve],
+    highlight: str,
+    title: str,
+    path: str | Path,
+    synthetic: bool = False,
+) -> Path:
+    """Calibration plot: the lowess curve of every model, the grouped observed proportions (95% CI) of the
+    ``highlight`` model, the diagonal of perfect calibration, and the distribution of that model's
+    predictions underneath.
+    """
+    fig = Figure(figsize=(6.4, 7.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.12, 0.30, 0.83, 0.62))
+    hist = fig.add_axes((0.12, 0.07, 0.83, 0.15), sharex=ax)
+    ax.set_title(title, fontsize=10)
+    if synthetic:
+        fig.suptitle(SYNTHETIC_BANNER, color="crimson", fontweight="bold", fontsize=12)
+        ax.text(0.5, 0.5, SYNTHETIC_BANNER, transform=ax.transAxes, ha="center", va="center", fontsize=28,
+                color="crimson", alpha=0.12, rotation=30, zorder=0)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="Perfect calibration")
+    for label, curve in curves.items():
+        ax.plot(curve.smooth_predicted, curve.smooth_observed, lw=2.0 if label == highlight else 1.0,
+                label=f"{label} (lowess)")
+    focus = curves.get(highlight) or next(iter(curves.values()))
+    errors = np.vstack([focus.group_observed - focus.group_ci_low, focus.group_ci_high - focus.group_observed])
+    ax.errorbar(focus.group_predicted, focus.group_observed, yerr=errors, fmt="o", color="black", ms=4,
+                capsize=2, lw=0.8, label=f"{highlight if highlight in curves else 'first model'}: risk groups, 95% CI")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_ylabel("Observed proportion with MVI")
+    ax.legend(loc="upper left", fontsize=7)
+    hist.hist(focus.predicted, bins=np.linspace(0, 1, 41), color="grey")
+    hist.set_xlabel("Predicted probability of MVI")
+    hist.set_ylabel("Patients", fontsize=8)
+    hist.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
     path = Path(path)
     fig.savefig(path)
     return path

@@ -75,13 +75,16 @@ def performance_rows(runs: list[RunData], cohorts: tuple[str, ...], alpha: float
 
 
 def table3_frame(rows: list[dict], cohorts: tuple[str, ...] = ("training", "prospective")) -> pd.DataFrame:
-    """Wide Table 3: one row per (modality, model); per cohort n, SEN, SPE, ACC, AUC and its CI."""
+    """Wide Table 3: one row per (modality, model); per cohort n, and SEN, SPE, ACC, AUC each with its CI."""
     long = pd.DataFrame(rows)
     keys = ["modality", "model", "model_label"]
     wide = long[keys].drop_duplicates().reset_index(drop=True)
     for cohort in cohorts:
         part = long[long["cohort"] == cohort].set_index(["modality", "model"])
-        for col in ("n", "sensitivity", "specificity", "accuracy", "auc", "auc_ci_low", "auc_ci_high"):
+        columns = ["n"]
+        for key in ("sensitivity", "specificity", "accuracy", "auc"):
+            columns += [key, f"{key}_ci_low", f"{key}_ci_high"]
+        for col in columns:
             wide[f"{cohort}_{col}"] = [
                 part[col].get((m, mod), np.nan)
                 for m, mod in zip(wide["modality"], wide["model"], strict=True)
@@ -89,8 +92,11 @@ def table3_frame(rows: list[dict], cohorts: tuple[str, ...] = ("training", "pros
     return wide
 
 
-def _pct(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+def _pct_ci(x: float, low: float, high: float) -> str:
+    """``72.0% (58.1–83.3)``: a proportion with its exact CI, as a percentage."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{100 * x:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
 
 
 def _auc(auc: float, low: float, high: float) -> str:
@@ -110,16 +116,17 @@ def table3_markdown(wide: pd.DataFrame, cohorts: tuple[str, ...], title: str, sy
         n = wide[f"{cohort}_n"].max()
         n_text = "" if pd.isna(n) else f", n = {int(n)}"
         label = f"{COHORT_LABELS[cohort]}{n_text}"
-        header += [f"{label}: SEN", "SPE", "ACC", "AUC (95% CI)"]
+        header += [f"{label}: SEN (95% CI)", "SPE (95% CI)", "ACC (95% CI)", "AUC (95% CI)"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for _, row in wide.iterrows():
         cells = [row["model_label"], MODALITY_LABELS.get(row["modality"], row["modality"])]
         for cohort in cohorts:
             cells += [
-                _pct(row[f"{cohort}_sensitivity"]),
-                _pct(row[f"{cohort}_specificity"]),
-                _pct(row[f"{cohort}_accuracy"]),
+                *(
+                    _pct_ci(row[f"{cohort}_{key}"], row[f"{cohort}_{key}_ci_low"], row[f"{cohort}_{key}_ci_high"])
+                    for key in ("sensitivity", "specificity", "accuracy")
+                ),
                 _auc(row[f"{cohort}_auc"], row[f"{cohort}_auc_ci_low"], row[f"{cohort}_auc_ci_high"]),
             ]
         lines.append("| " + " | ".join(cells) + " |")

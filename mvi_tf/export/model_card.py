@@ -160,6 +160,127 @@ def cohort_summary(run_dir: Path, schema: dict) -> dict:
     return summary
 
 
+CALIBRATION_SPLITS = {"train": "training split", "val": "internal validation split", "prospective": "prospective cohort"}
+CALIBRATION_KEYS = (
+    "n", "n_events", "observed", "expected", "intercept", "intercept_ci_low", "intercept_ci_high", "slope",
+    "slope_ci_low", "slope_ci_high", "brier", "brier_scaled", "oe_ratio", "oe_ratio_ci_low", "oe_ratio_ci_high",
+    "e_avg", "n_excluded",
+)
+CALIBRATION_NOTE = (
+    "Calibration-in-the-large: intercept of a logistic model with logit(p) as offset (0 ideal, > 0 the model "
+    "under-predicts MVI); slope: logistic recalibration on logit(p) (1 ideal, < 1 predictions too extreme); "
+    "O/E: observed / expected MVI count; definitions of rms::val.prob (mvi_tf.calibration), Wald 95% CIs."
+)
+
+
+def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
+    """Calibration of the run's CDLM probabilities per split of ``predictions.csv`` (train, val, prospective).
+
+    A split that is absent is left out; one whose calibration is not estimable (a single class, separation)
+    keeps the numbers that are defined and a ``note``.
+    """
+    import warnings
+
+    import pandas as pd
+
+    from mvi_tf import calibration
+
+    path = Path(run_dir) / "predictions.csv"
+    if not path.exists():
+        return {"note": "predictions.csv not found in the run directory"}
+    frame = pd.read_csv(path, dtype={"patient_id": str})
+    if not {"split", "label", "cdlm"} <= set(frame.columns):
+        return {"note": f"predictions.csv lacks split/label/cdlm columns. Received: columns={list(frame.columns)}"}
+    out: dict[str, Any] = {"definitions": CALIBRATION_NOTE}
+    if "recalibration_fit" in frame.columns:  # a run written by `mvi-tf recalibrate`
+        fitted = frame["recalibration_fit"] == 1
+        frame = frame[~fitted]
+        out["definitions"] += (f" The {int(fitted.sum())} patients the recalibration was fitted on are left out "
+                               "(their calibration is optimistic by construction).")
+    for split in CALIBRATION_SPLITS:
+        part = frame[frame["split"] == split]
+        if part.empty:
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            result = calibration.calibration(part["label"].to_numpy(int), part["cdlm"].to_numpy(float)).as_dict()
+        entry = {k: (None if isinstance(result[k], float) and not np.isfinite(result[k]) else result[k])
+                 for k in CALIBRATION_KEYS}
+        notes = sorted({str(w.message).rstrip(".") for w in caught if issubclass(w.category, RuntimeWarning)})
+        if notes:
+            entry["note"] = "; ".join(notes)
+        out[split] = entry
+    return out
+
+
+def recalibration_record(run_dir: Path) -> dict[str, Any] | None:
+    """``recalibration.json`` of a run written by ``mvi-tf recalibrate`` (None for an ordinary run)."""
+    path = Path(run_dir) / "recalibration.json"
+    return _read_json(path) if path.is_file() else None
+
+
+def _recalibration_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    lines = [
+        "## Recalibration",
+        "",
+        f"This version applies a logistic recalibration fitted on {record['n_fit']} patients of cohort "
+        f"`{record['cohort']}` ({record['method']}): p' = expit({record['intercept']:.4f} + "
+        f"{record['slope']:.4f} x logit(p)). Threshold {record['threshold']['original']:.4f} -> "
+        f"{record['threshold']['recalibrated']:.4f} (same predicted groups).",
+        "",
+        "| patients | n | calibration-in-the-large before | after | slope before | after | O/E before | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for part in ("fit", "held_out"):
+        before, after = record["before"].get(part, {}), record["after"].get(part, {})
+        if not before.get("n"):
+            continue
+        cells = [part.replace("_", " "), str(before["n"])]
+        for key in ("intercept", "slope", "oe_ratio"):
+            cells += ["n/a" if row.get(key) is None else f"{row[key]:.3f}" for row in (before, after)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
+    lines = ["## Calibration", ""]
+    splits = [s for s in CALIBRATION_SPLITS if s in calibration]
+    if not splits:
+        return lines + [calibration.get("note", "No calibration available."), ""]
+
+    def ci(entry: dict, key: str) -> str:
+        if entry.get(key) is None:
+            return "n/a"
+        low, high = entry.get(key + "_ci_low"), entry.get(key + "_ci_high")
+        bounds = "n/a" if low is None or high is None else f"{low:.2f} to {high:.2f}"
+        return f"{entry[key]:.2f} ({bounds})"
+
+    prospective = calibration.get("prospective")
+    if prospective:
+        lines += [
+            f"On the prospective cohort (n = {prospective['n']}, {prospective['n_events']} with MVI) the CDLM's "
+            f"calibration-in-the-large is {ci(prospective, 'intercept')}, its calibration slope "
+            f"{ci(prospective, 'slope')} and its observed/expected ratio {ci(prospective, 'oe_ratio')}.",
+            "",
+        ]
+    lines += [
+        "| cohort | n (MVI+) | observed / mean predicted | calibration-in-the-large (95% CI) | slope (95% CI) "
+        "| O/E (95% CI) | Brier (scaled) | E_avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for split in splits:
+        e = calibration[split]
+        lines.append(
+            f"| {CALIBRATION_SPLITS[split]} | {e['n']} ({e['n_events']}) | {_fmt(e['observed'])} / "
+            f"{_fmt(e['expected'])} | {ci(e, 'intercept')} | {ci(e, 'slope')} | {ci(e, 'oe_ratio')} | "
+            f"{_fmt(e['brier'])} ({_fmt(e['brier_scaled'])}) | {_fmt(e['e_avg'])} |"
+        )
+    notes = [f"{CALIBRATION_SPLITS[s]}: {calibration[s]['note']}" for s in splits if calibration[s].get("note")]
+    return lines + ["", calibration["definitions"], *notes, ""]
+
+
 def build_model_card(
     *,
     name: str,
@@ -193,6 +314,8 @@ def build_model_card(
         "signature": signature,
         "metrics": run["metrics"],
         "training_cohort": cohort_summary(run["run_dir"], schema),
+        "calibration": cdlm_calibration(run["run_dir"]),
+        "recalibration": recalibration_record(run["run_dir"]),
         "tflite": tflite,
         "parity": parity,
         "synthetic": bool(synthetic),
@@ -249,6 +372,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         json.dumps(card["metrics"], indent=2, default=str) if card["metrics"] else "{}",
         "```",
         "",
+        *_calibration_lines(card.get("calibration", {})),
+        *_recalibration_lines(card.get("recalibration")),
         "## Export parity",
         "",
         "| check | value | limit |",

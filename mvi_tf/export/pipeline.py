@@ -62,6 +62,8 @@ def load_keras_model(path: str | Path):
     """Load a ``.keras`` model without compiling (registers the project's layers first when present)."""
     import keras
 
+    import mvi_tf.export.recalibration  # noqa: F401  (registers ProbabilityRecalibration of recalibrated runs)
+
     try:
         import mvi_tf.models  # noqa: F401  (registers custom serialisable objects, if any)
     except ImportError:

@@ -56,6 +56,24 @@ def _csv(path: Path) -> str:
     return f"<h4>{_esc(path.stem.replace('_', ' '))}</h4>" + _frame(pd.read_csv(path))
 
 
+def _csv_columns(path: Path, columns: Iterable[str], title: str) -> str:
+    """The named columns of a CSV (those present), under ``title``."""
+    frame = pd.read_csv(path)
+    return f"<h4>{_esc(title)}</h4>" + _frame(frame[[c for c in columns if c in frame.columns]])
+
+
+CALIBRATION_COLUMNS = (
+    "data_label", "modality", "model_label", "cohort", "centre", "n", "n_events", "observed", "expected",
+    "oe_ratio", "oe_ratio_ci_low", "oe_ratio_ci_high", "intercept", "intercept_ci_low", "intercept_ci_high",
+    "slope", "slope_ci_low", "slope_ci_high", "brier", "brier_scaled", "e_avg", "note",
+)
+IMPROVEMENT_COLUMNS = (
+    "data_label", "modality", "cohort", "n", "auc_new", "auc_old", "auc_difference", "auc_difference_ci_low",
+    "auc_difference_ci_high", "delong_p", "nri", "nri_ci_low", "nri_ci_high", "nri_p", "idi", "idi_ci_low",
+    "idi_ci_high", "idi_p", "note",
+)
+
+
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
@@ -145,6 +163,19 @@ def build_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
         body += _figures(p for p in evaluation.glob("*.png") if "roc" in p.name.lower())
         body += _figures(p for p in evaluation.glob("*.png") if "decision" in p.name.lower())
     parts.append(_section("Model performance (Table 3), ROC and decision curves", body or _missing("evaluation")))
+
+    body = ""
+    if (evaluation / "calibration.csv").is_file():
+        body += _csv_columns(evaluation / "calibration.csv", CALIBRATION_COLUMNS,
+                             "Calibration per model, cohort and centre (rms::val.prob definitions)")
+        body += _figures(evaluation.glob("calibration_*.png"))
+    parts.append(_section("Calibration", body or _missing("calibration (mvi-tf evaluate)")))
+
+    body = ""
+    if (evaluation / "improvement.csv").is_file():
+        body += _csv_columns(evaluation / "improvement.csv", IMPROVEMENT_COLUMNS,
+                             "CDLM versus radiological model: AUC difference (bootstrap CI), continuous NRI, IDI")
+    parts.append(_section("CDLM versus radiological model", body or _missing("comparison (mvi-tf evaluate)")))
 
     body = ""
     if evaluation.is_dir():

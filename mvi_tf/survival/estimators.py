@@ -246,15 +246,17 @@ def km_median(
     Returns
     -------
     float
-        The median survival time; NaN when the curve does not reach 0.5 ("not reached").
+        The median survival time; NaN when the curve does not reach 0.5 ("not reached"), which includes a
+        sample without any event (every patient censored): R prints `median NA` there, not an error.
 
     Raises
     ------
     ValueError
-        On length mismatch, empty input, NaN, negative durations, events other than 0/1, or no events at
-        all (use `kaplan_meier` to describe a sample without events).
+        On length mismatch, empty input, NaN, negative durations or events other than 0/1.
     """
-    time, status = _check_survival_data(durations, events, require_events=True)
+    time, status = _check_survival_data(durations, events, require_events=False)
+    if not status.any():
+        return float("nan")
     return kaplan_meier(time, status).median
 
 
@@ -347,6 +349,9 @@ class LogrankResult:
         Group labels, sorted.
     n, observed, expected : tuple
         Per group: size, observed events and expected events under H0.
+    median : tuple of float
+        Per group: Kaplan–Meier median survival time, NaN when not reached (R's `median NA` of
+        `survfit(Surv(durations, events) ~ groups)`), e.g. for a group in which every patient is censored.
     """
 
     statistic: float
@@ -356,6 +361,7 @@ class LogrankResult:
     n: tuple[int, ...]
     observed: tuple[float, ...]
     expected: tuple[float, ...]
+    median: tuple[float, ...] = ()
 
 
 def logrank_test(
@@ -417,13 +423,14 @@ def logrank_test(
     event_times = np.unique(time[status])
     deaths = np.array([np.sum(status & (time == t)) for t in event_times], dtype=float)
     at_risk_all = np.array([np.sum(time >= t) for t in event_times], dtype=float)
-    sizes, observed, expected = [], [], []
+    sizes, observed, expected, medians = [], [], [], []
     for level in levels:
         member = (labels == level).to_numpy()
         at_risk = np.array([np.sum(member & (time >= t)) for t in event_times], dtype=float)
         sizes.append(int(member.sum()))
         observed.append(float(np.sum(status & member)))
         expected.append(float(np.sum(deaths * at_risk / at_risk_all)))
+        medians.append(km_median(time[member], status[member]))
     return LogrankResult(
         statistic=float(result.test_statistic),
         p_value=float(result.p_value),
@@ -432,6 +439,7 @@ def logrank_test(
         n=tuple(sizes),
         observed=tuple(observed),
         expected=tuple(expected),
+        median=tuple(medians),
     )
 
 

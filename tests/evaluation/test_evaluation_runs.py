@@ -10,10 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
+from statsmodels.stats.proportion import proportion_confint
 
-from mvi_tf import stats
+from mvi_tf import calibration as cal
+from mvi_tf import stats, uncertainty
 from mvi_tf.cli import main
 from mvi_tf.evaluation import compare_runs, evaluate_runs, load_run
+from mvi_tf.evaluation.calibration_report import calibration_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PHASES = {"ct": ["plain", "arterial", "portal"], "mri": ["t2", "arterial", "hepatobiliary"]}
@@ -217,6 +220,10 @@ def test_compare_runs(runs, tmp_path):
     delong = stats.delong_test(y, both["cdlm_ct"], both["cdlm_mri"])
     assert r["auc"]["delong_z"] == pytest.approx(delong.z)
     assert r["auc"]["delong_p_value"] == pytest.approx(delong.p_value)
+    nri = uncertainty.reclassification(y, both["cdlm_mri"], both["cdlm_ct"])
+    assert r["reclassification_mri_over_ct"]["nri"] == pytest.approx(nri.nri)
+    assert r["reclassification_mri_over_ct"]["idi_ci_high"] == pytest.approx(nri.idi_ci[1])
+    assert "Continuous NRI, MRI over CT" in (tmp_path / "head_to_head.md").read_text()
 
     thr_ct = json.loads((runs["ct"] / "thresholds.json").read_text())["cdlm"]
     thr_mri = json.loads((runs["mri"] / "thresholds.json").read_text())["cdlm"]
@@ -291,10 +298,14 @@ def test_load_run_errors_name_patient_and_file(tmp_path):
 
 def test_cli_evaluate_and_compare(runs, tmp_path):
     cli = CliRunner()
-    res = cli.invoke(main, ["evaluate", "--run", str(runs["ct"]), "--out", str(tmp_path / "ev")])
+    res = cli.invoke(
+        main, ["evaluate", "--run", str(runs["ct"]), "--out", str(tmp_path / "ev"), "--n-boot", "50", "--seed", "7"]
+    )
     assert res.exit_code == 0, res.output
     assert "ct CDLM prospective: AUC" in res.output and "[SYNTHETIC DATA]" in res.output
+    assert "ct CDLM prospective calibration: intercept" in res.output
     assert (tmp_path / "ev" / "table3.csv").is_file()
+    assert set(pd.read_csv(tmp_path / "ev" / "improvement.csv")["n_boot"]) == {50}
     res = cli.invoke(
         main,
         [
@@ -309,6 +320,7 @@ def test_cli_evaluate_and_compare(runs, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "DeLong p" in res.output and (tmp_path / "cmp" / "head_to_head.json").is_file()
+    assert "MRI over CT: continuous NRI" in res.output
     help_text = cli.invoke(main, ["evaluate", "--help"]).output
     assert "--run" in help_text and "--synthetic" in help_text
 
@@ -326,3 +338,102 @@ def test_constant_model_with_infinite_threshold(tmp_path):
     result = evaluate_runs([run], tmp_path / "out", progress=False)
     row = next(r for r in result["performance"] if r["model"] == "fusion" and r["cohort"] == "prospective")
     assert (row["sensitivity"], row["specificity"], row["auc"], row["threshold"]) == (1.0, 0.0, 0.5, None)
+
+
+def test_table3_shows_exact_cis_for_sen_spe_acc(evaluation, runs):
+    _, out = evaluation
+    table = pd.read_csv(out / "table3.csv")
+    row = table[(table["modality"] == "ct") & (table["model"] == "cdlm")].iloc[0]
+    pred = pd.read_csv(runs["ct"] / "predictions.csv")
+    thr = json.loads((runs["ct"] / "thresholds.json").read_text())["cdlm"]
+    prosp = pred[pred["split"] == "prospective"]
+    positives = prosp[prosp["label"] == 1]
+    hits = int(np.sum(positives["cdlm"] >= thr))
+    low, high = proportion_confint(hits, len(positives), alpha=0.05, method="beta")
+    assert (row["prospective_sensitivity_ci_low"], row["prospective_sensitivity_ci_high"]) == pytest.approx(
+        (low, high), abs=1e-10
+    )
+    md = (out / "table3.md").read_text()
+    assert "SEN (95% CI)" in md and f"({100 * low:.1f}–{100 * high:.1f})" in md
+    assert "Clopper-Pearson" in md
+
+
+def test_calibration_table_per_model_cohort_and_centre(evaluation, runs):
+    result, out = evaluation
+    table = pd.read_csv(out / "calibration.csv")
+    assert {"intercept", "slope", "brier", "brier_scaled", "oe_ratio", "e_avg"} <= set(table.columns)
+    # 7 models x (training, train, internal_validation pooled) + prospective; centres only where a cohort has >1.
+    ct = table[table["modality"] == "ct"]
+    assert set(ct["cohort"]) == {"training", "train", "internal_validation", "prospective"}
+    assert set(ct["centre"]) == {"all"}
+    pred = pd.read_csv(runs["ct"] / "predictions.csv")
+    prosp = pred[pred["split"] == "prospective"]
+    direct = cal.calibration(prosp["label"], prosp["cdlm"])
+    row = ct[(ct["model"] == "cdlm") & (ct["cohort"] == "prospective")].iloc[0]
+    assert row["intercept"] == pytest.approx(direct.intercept, abs=1e-12)
+    assert row["slope"] == pytest.approx(direct.slope, abs=1e-12)
+    assert row["oe_ratio"] == pytest.approx(prosp["label"].sum() / prosp["cdlm"].sum())
+    assert "Calibration-in-the-large" in (out / "calibration.md").read_text()
+    for modality in ("ct", "mri"):
+        for cohort in ("training", "internal_validation", "prospective"):
+            png = out / f"calibration_{modality}_{cohort}.png"
+            assert png.read_bytes()[:8] == PNG_MAGIC, png
+    assert len(result["calibration"]) == len(table)
+
+
+def test_calibration_rows_split_by_centre(runs, tmp_path):
+    pred = pd.read_csv(runs["ct"] / "predictions.csv")
+    pred.loc[pred["split"] == "prospective", "centre"] = np.where(
+        np.arange(int((pred["split"] == "prospective").sum())) % 2 == 0, "C", "D"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    pred.to_csv(run / "predictions.csv", index=False)
+    (run / "thresholds.json").write_text((runs["ct"] / "thresholds.json").read_text())
+    rows = calibration_rows([load_run(run)], ("prospective",))
+    cdlm = {r["centre"]: r for r in rows if r["model"] == "cdlm"}
+    assert set(cdlm) == {"all", "C", "D"}
+    assert cdlm["C"]["n"] + cdlm["D"]["n"] == cdlm["all"]["n"]
+    part = pred[(pred["split"] == "prospective") & (pred["centre"] == "D")]
+    assert cdlm["D"]["brier"] == pytest.approx(np.mean((part["cdlm"] - part["label"]) ** 2))
+
+
+def test_improvement_of_cdlm_over_radiological(evaluation, runs):
+    result, out = evaluation
+    table = pd.read_csv(out / "improvement.csv")
+    assert set(table["cohort"]) == {"training", "internal_validation", "prospective"}
+    row = table[(table["modality"] == "mri") & (table["cohort"] == "prospective")].iloc[0]
+    pred = pd.read_csv(runs["mri"] / "predictions.csv")
+    prosp = pred[pred["split"] == "prospective"]
+    y = prosp["label"].to_numpy()
+    direct = uncertainty.reclassification(y, prosp["cdlm"], prosp["radiological"])
+    assert row["nri"] == pytest.approx(direct.nri) and row["idi_ci_low"] == pytest.approx(direct.idi_ci[0])
+    boot = uncertainty.bootstrap_auc_difference(y, prosp["cdlm"], prosp["radiological"], n_boot=2000, seed=0)
+    assert (row["auc_difference_ci_low"], row["auc_difference_ci_high"]) == pytest.approx(
+        (boot.ci_low, boot.ci_high)
+    )
+    nb = stats.net_benefit(y, prosp["cdlm"], [0.3]).model[0] - stats.net_benefit(y, prosp["radiological"], [0.3]).model[0]
+    assert row["nb_30_difference"] == pytest.approx(nb)
+    assert row["nb_30_difference_ci_low"] <= nb <= row["nb_30_difference_ci_high"]
+    md = (out / "improvement.md").read_text()
+    assert "NRI, continuous" in md and "IDI" in md and "pt = 0.3" in md
+
+
+def test_degenerate_cohort_gets_notes_not_errors(tmp_path):
+    """Three prospective patients, all MVI-negative, CDLM scores exactly 0 and 1: calibration and the CDLM vs
+    radiological comparison say why a number is missing; the run still writes every file."""
+    run = _write_run(tmp_path, "ct", _patients(seed=5), seed=6)
+    pred = pd.read_csv(run / "predictions.csv")
+    pred = pred[(pred["split"] != "prospective") | (pred.index.isin(pred.index[pred["split"] == "prospective"][:3]))]
+    pred.loc[pred["split"] == "prospective", "label"] = 0
+    pred.loc[pred.index[:2], "cdlm"] = [0.0, 1.0]
+    pred.to_csv(run / "predictions.csv", index=False)
+    result = evaluate_runs([run], tmp_path / "out", progress=False, n_boot=20)
+    cal_rows = [r for r in result["calibration"] if r["model"] == "cdlm"]
+    prosp = next(r for r in cal_rows if r["cohort"] == "prospective")
+    assert prosp["intercept"] is None and prosp["brier"] is not None and "undefined" in prosp["note"]
+    train = next(r for r in cal_rows if r["cohort"] == "train")
+    assert train["n_excluded"] == 2 and "exactly 0 or 1" in train["note"]
+    comparison = next(r for r in result["improvement"] if r["cohort"] == "prospective")
+    assert "not estimable" in comparison["note"]
+    assert (tmp_path / "out" / "calibration_ct_prospective.png").is_file()

@@ -104,3 +104,24 @@ def test_report_opens_in_headless_chromium(tmp_path):
     assert 'id="synthetic-banner"' in result.stdout
     assert result.stdout.count("<img") == 1
     assert "Uncaught" not in result.stderr
+
+
+def test_report_shows_calibration_and_comparison(tmp_path):
+    study = _study(tmp_path)
+    evaluation = study / "evaluation"
+    assert "Not available: calibration" in build_report(study).read_text()
+    pd.DataFrame(
+        {"modality": ["ct"], "model_label": ["CDLM"], "cohort": ["prospective"], "centre": ["all"], "n": [50],
+         "intercept": [-0.4321], "slope": [0.8765], "brier": [0.2], "oe_ratio": [0.9], "unused_column": [1]}
+    ).to_csv(evaluation / "calibration.csv", index=False)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(evaluation / "calibration_ct_prospective.png")
+    plt.close(fig)
+    pd.DataFrame({"modality": ["ct"], "cohort": ["prospective"], "n": [50], "nri": [0.5123], "idi": [0.0789]}).to_csv(
+        evaluation / "improvement.csv", index=False
+    )
+    html = build_report(study).read_text()
+    assert "-0.4321" in html and "0.8765" in html and "unused_column" not in html
+    assert "calibration_ct_prospective.png" in html
+    assert "CDLM versus radiological model" in html and "0.5123" in html

@@ -107,9 +107,31 @@ def test_perfect_separation():
     youden = stats.youden_threshold(y, s)
     assert youden.threshold == pytest.approx(0.5)  # midpoint of 0.3 and 0.7
     assert (youden.sensitivity, youden.specificity, youden.youden_index) == (1.0, 1.0, 1.0)
-    with pytest.warns(RuntimeWarning, match="zero variance"):
-        same = stats.delong_test(y, s, s)
-    assert np.isnan(same.z) and np.isnan(same.p_value)
+    same = stats.delong_test(y, s, s)
+    assert (same.z, same.p_value) == (0.0, 1.0)
+
+
+def test_identical_curves_give_z0_p1_like_proc(asah):
+    """R: r <- roc(aSAH$outcome, aSAH$s100b); roc.test(r, r) -> Z = 0, p-value = 1 (pROC's
+    delong.paired.test turns the 0 / 0 of two identical curves into Z = 0), not NaN."""
+    y = (asah["outcome"] == "Poor").to_numpy()
+    s = asah["s100b"].to_numpy()
+    same = stats.delong_test(y, s, s)
+    assert (same.z, same.p_value, same.variance) == (0.0, 1.0, 0.0)
+    assert same.auc_a == same.auc_b == pytest.approx(0.73136856368563685, abs=1e-15)
+    # A strictly increasing transform orders every case-control pair the same way: the same ROC curve.
+    transformed = stats.delong_test(y, s, np.log1p(s))
+    assert (transformed.z, transformed.p_value) == (0.0, 1.0)
+
+
+def test_zero_variance_unequal_aucs_is_infinite_like_r():
+    """Perfect separation (AUC 1) against a constant score (AUC 0.5): every placement differs by the same
+    0.5, so var(difference) = 0 and R's (1 - 0.5) / 0 gives Z = Inf, p = 0."""
+    y = [0, 0, 1, 1]
+    with pytest.warns(RuntimeWarning, match="infinite"):
+        res = stats.delong_test(y, [0.1, 0.2, 0.8, 0.9], [0.5, 0.5, 0.5, 0.5])
+    assert (res.auc_a, res.auc_b) == (1.0, 0.5)
+    assert res.z == np.inf and res.p_value == 0.0
 
 
 def test_roc_curve_thresholds_and_area():
@@ -221,6 +243,18 @@ def test_net_benefit_by_hand():
     assert res.prevalence == pytest.approx(0.6)
     one_class = stats.net_benefit([0, 0], [0.1, 0.9], [0.5])
     assert one_class.model == pytest.approx([-0.5])
+
+
+def test_net_benefit_zero_one_risks_like_dcurves():
+    """dcurves::dca() moves risks equal to 0 to 0 - eps and risks equal to 1 to 1 + eps before comparing
+    with the threshold. A 0/1 predictor [1, 0, 1, 0, 1] for outcomes [1, 1, 0, 0, 1] then treats only its 1s
+    at pt = 0: TP 2, FP 1, NB(0) = 2/5 = 0.4 (not the prevalence 0.6); at pt = 0.5, 2/5 - 1/5 = 0.2.
+    R: dca(y ~ x, data.frame(y = c(1, 1, 0, 0, 1), x = c(1, 0, 1, 0, 1)), thresholds = c(0, 0.5))."""
+    res = stats.net_benefit([1, 1, 0, 0, 1], [1.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.5])
+    assert res.model == pytest.approx([0.4, 0.2], abs=1e-15)
+    assert res.treat_all[0] == pytest.approx(0.6)  # "all" = 1 + eps: everybody is treated
+    # A continuous risk that is exactly 0 for one patient: untreated even at pt = 0.
+    assert stats.net_benefit([1, 0, 0], [0.7, 0.0, 0.3], [0.0]).model == pytest.approx([1 / 3])
 
 
 # ---------------------------------------------------------------------------------------------------------

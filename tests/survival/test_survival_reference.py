@@ -286,7 +286,6 @@ def test_logrank_rejects_degenerate_input(
 @pytest.mark.parametrize(
     ("durations", "events", "message"),
     [
-        ([1, 2, 3], [0, 0, 0], "No events"),
         ([1, 2, np.inf], [1, 0, 1], "infinite"),
         ([1, 2], [1, 0, 1], "same length"),
         ([], [], "empty"),
@@ -297,6 +296,23 @@ def test_km_median_rejects_degenerate_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         km_median(durations, events)
+
+
+def test_km_median_without_events_is_not_reached() -> None:
+    """R: `survfit(Surv(c(1, 2, 3), c(0, 0, 0)) ~ 1)` prints `n 3, events 0, median NA`: not reached,
+    not an error."""
+    assert math.isnan(km_median([1, 2, 3], [0, 0, 0]))
+
+
+def test_logrank_group_without_events() -> None:
+    """Group a: deaths at 1, 2, 3; group b: censored at 4, 5, 6 (no event). By hand, as R
+    `survdiff(Surv(t, e) ~ g)`: expected b = 3/6 + 3/5 + 3/4 = 1.85, observed 0,
+    V = 9/36 + 6/25 + 3/16 = 0.6775, chi-square 1.85^2 / 0.6775; `survfit(Surv(t, e) ~ g)` medians 2 and NA."""
+    result = logrank_test([1, 2, 3, 4, 5, 6], [1, 1, 1, 0, 0, 0], ["a"] * 3 + ["b"] * 3)
+    assert result.observed == (3.0, 0.0)
+    assert result.expected == pytest.approx((1.15, 1.85), rel=1e-12)
+    assert result.statistic == pytest.approx(1.85**2 / 0.6775, rel=1e-10)
+    assert result.median[0] == 2.0 and math.isnan(result.median[1])
 
 
 def test_median_follow_up_needs_censoring() -> None:
