@@ -10,8 +10,10 @@ Three kinds of data, all reached through the ``data_files`` fixture (never throu
   series), read from the folder given by ``--real-data DIR`` or the ``MVI_TF_REAL_DATA`` environment variable,
   by default ``<repo>/../shared/data/real``. ``none`` switches the group off on purpose.
 
-A test whose data cannot be found skips, with a reason tagged ``[group]``; with ``CI=true`` it fails instead,
-naming what is missing, except for an optional group switched off with ``none``. Any skip whose reason has the
+A test whose data cannot be found skips, with a reason tagged ``[group]``. Data that ships with the repository
+(reference and small real data) fails instead when ``CI=true``, naming what is missing; the optional series skips
+at its default place even on CI (a clone elsewhere has no ``../shared``), and fails when a folder named
+explicitly lacks it. Any skip whose reason has the
 form ``[group] ...; to run it: ...`` is counted in the one line printed at the end of the run.
 """
 
@@ -84,9 +86,8 @@ class DataFiles:
         missing = f"real scan {name} not found at {path}"
         if self.explicit:
             pytest.fail(f"{missing}, the folder named by --real-data / {REAL_DATA_ENV}", pytrace=False)
-        if on_ci():
-            pytest.fail(f"{missing} (CI=true: optional real data must be present; {HOW_TO_ENABLE}, "
-                        f"or {REAL_DATA_ENV}={OFF} to leave the group out on purpose)", pytrace=False)
+        # Optional data at the default place: skipped even with CI=true (a clone elsewhere has no ../shared), and
+        # listed in the closing line of the run; only data that ships with the repository fails when missing.
         pytest.skip(f"[{OPTIONAL_GROUP}] {missing}; to run it: {HOW_TO_ENABLE}")
 
 
