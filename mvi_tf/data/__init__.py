@@ -1,6 +1,7 @@
 """TFRecords written by `mvi-tf prepare` -> `tf.data.Dataset` (the feature spec is shared with the writer)."""
 
 from mvi_tf.data.dataset import (
+    ShardError,
     list_shards,
     load_schema,
     parse_fn,
@@ -8,4 +9,4 @@ from mvi_tf.data.dataset import (
     to_numpy,
 )
 
-__all__ = ["list_shards", "load_schema", "parse_fn", "read_examples", "to_numpy"]
+__all__ = ["ShardError", "list_shards", "load_schema", "parse_fn", "read_examples", "to_numpy"]
