@@ -524,12 +524,12 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
     roots = [Path(r).resolve() for r in allowed_roots]
     report = _Report()
     plan = _plan_jobs(cohort_dir, config, roots, report)
-    tabular_schemas = _fit_tabular(plan, report)
-    plan.jobs = [job for job in plan.jobs if job.modality in tabular_schemas]
     with _locked(out_dir):
         staging = _fresh_staging(out_dir)
-        counts, schemas = _write_records(plan, tabular_schemas, config, staging, cohort_dir, report, workers,
-                                         progress)
+        done = _run_images(plan, staging / ".pending", report, workers, progress)
+        tabular_schemas = _fit_tabular(plan, done, report)
+        counts, schemas = _write_records(plan, done, tabular_schemas, config, staging, cohort_dir, report)
+        shutil.rmtree(staging / ".pending")
         _write_tables(staging, counts, report)
         _commit(staging, out_dir)
     rows = report.rows()
@@ -668,63 +668,80 @@ def _job(pid: str, modality: str, phase_rows: Mapping[str, list[dict[str, str]]]
                 lesion_index)
 
 
-def _fit_tabular(plan: _Plan, report: _Report) -> dict[str, dict]:
-    """Tabular scaling per modality, fitted on the train cohort's valid rows only."""
+def _run_images(plan: _Plan, pending: Path, report: _Report, workers: int | None,
+                progress: bool) -> list[tuple[_Outcome, Path]]:
+    """Run the DICOM jobs in worker processes; each success's stacks wait in ``pending`` (fitting the tabular
+    scaling needs to know first which patients have images)."""
+    pending.mkdir()
+    jobs, done = plan.jobs, []
+    n_workers = min(workers or _default_workers(), max(1, len(jobs)))
+    bar = tqdm(total=len(jobs), desc="prepare", unit="patient", disable=not progress)
+    pool = multiprocessing.get_context("spawn").Pool(n_workers) if n_workers > 1 and len(jobs) > 1 else None
+    try:
+        outcomes = pool.imap(_run_job, jobs, chunksize=1) if pool is not None else map(_run_job, jobs)
+        for n, outcome in enumerate(outcomes):
+            bar.update(1)
+            base = plan.base_values[(outcome.patient_id, outcome.modality)]
+            if outcome.stacks is None:
+                report.skip(outcome.patient_id, outcome.modality, outcome.error,
+                            reference_phase=outcome.reference_phase, **base_report(base))
+                continue
+            path = pending / f"{n:06d}.npz"
+            np.savez(path, **outcome.stacks)
+            outcome.stacks = None
+            done.append((outcome, path))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return done
+
+
+def _fit_tabular(plan: _Plan, done: Sequence[tuple[_Outcome, Path]], report: _Report) -> dict[str, dict]:
+    """Tabular scaling per modality, fitted on the train cohort's patients that have images, only."""
     schemas: dict[str, dict] = {}
-    for modality in sorted({job.modality for job in plan.jobs}):
-        train_rows = [plan.clinical_ok[(job.patient_id, modality)] for job in plan.jobs
-                      if job.modality == modality and plan.base_values[(job.patient_id, modality)]["cohort"] == "train"]
+    for modality in sorted({outcome.modality for outcome, _ in done}):
+        keys = [(o.patient_id, modality) for o, _ in done if o.modality == modality]
+        train_rows = [plan.clinical_ok[k] for k in keys if plan.base_values[k]["cohort"] == "train"]
         try:
             schemas[modality] = tabular.fit_schema(train_rows, modality)
         except ValueError as err:
-            for job in plan.jobs:
-                if job.modality == modality:
-                    report.skip(job.patient_id, modality, f"cannot fit tabular scaling: {err}")
+            for pid, _ in keys:
+                report.skip(pid, modality, f"cannot fit tabular scaling: {err}",
+                            **base_report(plan.base_values[(pid, modality)]))
     return schemas
 
 
-def _write_records(plan: _Plan, tabular_schemas: Mapping[str, dict], config: PrepareConfig, staging: Path,
-                   cohort_dir: Path, report: _Report, workers: int | None, progress: bool):
-    """Run the DICOM jobs in worker processes and write each outcome's example into ``staging``."""
+def _write_records(plan: _Plan, done: Sequence[tuple[_Outcome, Path]], tabular_schemas: Mapping[str, dict],
+                   config: PrepareConfig, staging: Path, cohort_dir: Path, report: _Report):
+    """Encode each prepared patient's stacks and tabular vector into the staged shards and schemas."""
     from data_prep import records  # TensorFlow only in the parent process, never in the DICOM workers
 
     schemas = {m: records.make_schema(m, config.phases[m], config.image_size, tabular_schemas[m],
                                       config.to_dict()) for m in tabular_schemas}
     writers: dict[tuple[str, str], records.ShardedWriter] = {}
     counts: Counter = Counter()
-    jobs = plan.jobs
-    n_workers = min(workers or _default_workers(), max(1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="prepare", unit="patient", disable=not progress)
-    pool = multiprocessing.get_context("spawn").Pool(n_workers) if n_workers > 1 and len(jobs) > 1 else None
-    try:
-        outcomes = pool.imap(_run_job, jobs, chunksize=1) if pool is not None else map(_run_job, jobs)
-        for outcome in outcomes:
-            bar.update(1)
-            pid, modality = outcome.patient_id, outcome.modality
-            base = plan.base_values[(pid, modality)]
-            if outcome.stacks is None:
-                report.skip(pid, modality, outcome.error, reference_phase=outcome.reference_phase,
-                            **base_report(base))
-                continue
-            try:
-                vector = tabular.encode_row(plan.clinical_ok[(pid, modality)], tabular_schemas[modality])
-            except InputError as err:
-                report.skip(pid, modality, f"clinical.csv: {err}", **base_report(base))
-                continue
-            values = {**outcome.stacks, "tabular": vector, "patient_id": pid, **base}
-            key = (modality, str(base["cohort"]))
-            if key not in writers:
-                writers[key] = records.ShardedWriter(staging / modality, key[1], config.shard_size)
-            writers[key].write(records.encode_example(values, schemas[modality]))
-            counts[(modality, base["cohort"], base["centre"], base["label"])] += 1
-            report.written(pid, modality, **outcome.roi.report_fields(), reference_phase=outcome.reference_phase,
-                           **outcome.lesion_fields, warnings=" | ".join(outcome.warnings),
-                           notes=" | ".join(outcome.notes), **base_report(base))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    for outcome, path in done:
+        pid, modality = outcome.patient_id, outcome.modality
+        if modality not in schemas:
+            continue
+        base = plan.base_values[(pid, modality)]
+        try:
+            vector = tabular.encode_row(plan.clinical_ok[(pid, modality)], tabular_schemas[modality])
+        except InputError as err:
+            report.skip(pid, modality, f"clinical.csv: {err}", **base_report(base))
+            continue
+        with np.load(path) as stacks:
+            values = {**{k: stacks[k] for k in stacks.files}, "tabular": vector, "patient_id": pid, **base}
+        key = (modality, str(base["cohort"]))
+        if key not in writers:
+            writers[key] = records.ShardedWriter(staging / modality, key[1], config.shard_size)
+        writers[key].write(records.encode_example(values, schemas[modality]))
+        counts[(modality, base["cohort"], base["centre"], base["label"])] += 1
+        report.written(pid, modality, **outcome.roi.report_fields(), reference_phase=outcome.reference_phase,
+                       **outcome.lesion_fields, warnings=" | ".join(outcome.warnings),
+                       notes=" | ".join(outcome.notes), **base_report(base))
     shards = {key: writer.close() for key, writer in writers.items()}
     for modality, schema in schemas.items():
         (staging / modality).mkdir(parents=True, exist_ok=True)

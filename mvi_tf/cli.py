@@ -199,14 +199,17 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
               help="Side of the ROI stacks in pixels.")
 @click.option("--margin-mm", default=10.0, show_default=True, type=click.FloatRange(0.0, 200.0),
               help="Margin around the tumour's bounding square, in mm.")
-@click.option("--strict", is_flag=True, help="Exit non-zero if any patient is skipped.")
+@click.option("--strict", is_flag=True,
+              help="Exit non-zero if any patient is skipped or written with a warning (several lesions, ...).")
 @click.option("--workers", default=None, type=click.IntRange(1, 256),
               help="Worker processes (default: CPU count, at most 8).")
+@click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A folder outside the cohort that series_dir / mask_path may point into. Repeatable.")
 def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: int, margin_mm: float,
-            strict: bool, workers: int | None) -> None:
+            strict: bool, workers: int | None, allowed_roots: tuple[str, ...]) -> None:
     """DICOM series + tumour masks + clinical table -> multiphase ROI stacks -> TFRecords."""
     from data_prep.config import parse_phases
-    from data_prep.prepare import PrepareError, prepare_cohort
+    from data_prep.prepare import CohortError, OutputLockedError, PrepareError, prepare_cohort
 
     try:
         phase_map = parse_phases(list(phases) or None)
@@ -214,13 +217,19 @@ def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: 
         raise click.BadParameter(str(err), param_hint="--phases") from None
     try:
         result = prepare_cohort(cohort_dir, out_dir, phases=phase_map, image_size=image_size,
-                                margin_mm=margin_mm, strict=strict, workers=workers)
+                                margin_mm=margin_mm, strict=strict, workers=workers, allowed_roots=allowed_roots)
     except PrepareError as err:
         for _patient_id, _modality, reason in err.result.skipped:
             click.echo(f"skipped: {reason}", err=True)
+        for patient_id, modality, warning in err.result.warned:
+            click.echo(f"warning: patient {patient_id} ({modality}): {warning}", err=True)
+        raise click.ClickException(str(err)) from None
+    except (CohortError, OutputLockedError) as err:
         raise click.ClickException(str(err)) from None
     for _patient_id, _modality, reason in result.skipped:
         click.echo(f"skipped: {reason}", err=True)
+    for patient_id, modality, warning in result.warned:
+        click.echo(f"warning: patient {patient_id} ({modality}): {warning}", err=True)
     click.echo(f"{result.n_written} written, {result.n_skipped} skipped -> {result.out_dir} "
                f"(report: {result.report_path})")
 
