@@ -277,3 +277,16 @@ def test_utf16_clinical_csv_is_read_like_utf8(small_cohort, tmp_path):
     utf8 = _cli(small_cohort, tmp_path / "b")
     assert utf16.exit_code == 0 == utf8.exit_code, utf16.output
     assert _examples(tmp_path / "a") == _examples(tmp_path / "b")
+
+
+def test_reasons_through_a_symlinked_cohort_hold_no_absolute_path(small_cohort, tmp_path):
+    root = tmp_path / "real_cohort"
+    shutil.copytree(small_cohort, root)
+    _corrupt(root, "G04")
+    _set(root, "manifest.csv", "G01", series_dir="dicom/G01/ct/none")
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    result = prepare_cohort(link, tmp_path / "out", config=CONFIG, workers=1, progress=False)
+    reasons = [reason for _, _, reason in result.skipped]
+    assert len(reasons) == 2 and "dicom/G04/ct/arterial/" in reasons[1] and "dicom/G01/ct/none" in reasons[0]
+    assert not any(str(tmp_path) in r or "/tmp" in r or str(root.resolve()) in r for r in reasons), reasons
