@@ -130,7 +130,7 @@ def prepare_patient(series_dirs: Mapping[str, str | os.PathLike], modality: str,
                     roi: Mapping[str, float] | Sequence[float] | Roi | None = None,
                     config: PrepareConfig | None = None, mask_segment: int | None = None,
                     series_uids: Mapping[str, str] | None = None,
-                    lesion_index: int | None = None) -> PatientStacks:
+                    lesion_index: int | None = None, allow_shared_series: bool = False) -> PatientStacks:
     """ROI stacks of every configured phase of one patient.
 
     Parameters
@@ -159,6 +159,9 @@ def prepare_patient(series_dirs: Mapping[str, str | os.PathLike], modality: str,
         Picks one series out of folders holding several.
     lesion_index : int, optional
         Which lesion of a multi-lesion mask to use: 1 = the largest, 2 = the second largest, ...
+    allow_shared_series : bool
+        Let one series serve several phases (with a warning) -- for tests and demonstrations on a single
+        public series only; otherwise an error.
 
     Returns
     -------
@@ -175,7 +178,7 @@ def prepare_patient(series_dirs: Mapping[str, str | os.PathLike], modality: str,
     phases, reference = _check_patient_args(series_dirs, modality, mask_path, mask_phase, roi, config)
     volumes = _read_volumes(series_dirs, [reference, *[p for p in phases if p != reference]], modality,
                             config, series_uids or {})
-    warnings = _check_identity(volumes, phases)
+    warnings = _check_identity(volumes, phases, allow_shared_series)
     ref = volumes[reference]
     lesion = None
     notes = [f"phase {p!r}: {v.n_dropped} localizer/non-axial file(s) left out" for p, v in volumes.items()
@@ -243,17 +246,21 @@ def _read_volumes(series_dirs: Mapping[str, str | os.PathLike], phases: Sequence
     return volumes
 
 
-def _check_identity(volumes: Mapping[str, Volume], phases: Sequence[str]) -> list[str]:
+def _check_identity(volumes: Mapping[str, Volume], phases: Sequence[str], allow_shared: bool = False) -> list[str]:
     """One series per phase, one patient for all phases; phases from several studies give a warning.
 
     Identifiers are compared in memory; messages show only `uid_tag` hashes.
     """
     seen: dict[str, str] = {}
+    warnings = []
     for phase in phases:
         uid = volumes[phase].series_uid
         if uid in seen:
-            raise InputError(f"phases {seen[uid]!r} and {phase!r} are the same series ({uid_tag(uid)}); each "
-                             "phase needs its own acquisition")
+            message = (f"phases {seen[uid]!r} and {phase!r} are the same series ({uid_tag(uid)}); each phase needs "
+                       "its own acquisition")
+            if not allow_shared:
+                raise InputError(message)
+            warnings.append(message)
         seen[uid] = phase
     patients = {v.patient_key for v in volumes.values() if v.patient_key}
     if len(patients) > 1:
@@ -261,9 +268,9 @@ def _check_identity(volumes: Mapping[str, Volume], phases: Sequence[str]) -> lis
                          f"series {sorted(uid_tag(v.series_uid) for v in volumes.values())})")
     studies = {v.study_uid for v in volumes.values() if v.study_uid}
     if len(studies) > 1:
-        return [f"the phases come from {len(studies)} studies ({sorted(map(uid_tag, studies))}); check that they "
-                "are one examination"]
-    return []
+        warnings.append(f"the phases come from {len(studies)} studies ({sorted(map(uid_tag, studies))}); check "
+                        "that they are one examination")
+    return warnings
 
 
 def _roi_mask_disagreement(explicit: tuple[float, float, float, float], lesion_grid: np.ndarray, lesion_box: Roi,

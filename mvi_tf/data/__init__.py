@@ -7,6 +7,7 @@ from mvi_tf.data.dataset import (
     parse_fn,
     read_examples,
     to_numpy,
+    unreadable_shard,
 )
 
-__all__ = ["ShardError", "list_shards", "load_schema", "parse_fn", "read_examples", "to_numpy"]
+__all__ = ["ShardError", "list_shards", "load_schema", "parse_fn", "read_examples", "to_numpy", "unreadable_shard"]

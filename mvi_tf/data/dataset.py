@@ -73,6 +73,20 @@ def list_shards(records_dir: str | os.PathLike, modality: str,
     return [str(directory / name) for name in chosen]
 
 
+def unreadable_shard(records_dir: str | os.PathLike, modality: str) -> tuple[str, str] | None:
+    """The first shard whose records fail TFRecord's length/CRC checks, as ``(path, reason)``; None if all read.
+
+    Reads every shard once: for naming the culprit after a `tf.errors.DataLossError`, not for every run.
+    """
+    for shard in list_shards(records_dir, modality):
+        try:
+            for _ in tf.data.TFRecordDataset(shard):
+                pass
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            return shard, str(err.message).splitlines()[0][:200]
+    return None
+
+
 def parse_fn(schema: Mapping) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """``serialized -> dict of tensors`` for one example, built from the stored schema."""
 
