@@ -61,6 +61,10 @@ def _plain_datasets(root: Path, pid: str) -> list[pydicom.Dataset]:
 
 
 def _damage(root: Path) -> None:
+    scout = _plain_datasets(root, "P001")[0]
+    scout.SeriesInstanceUID, scout.SOPInstanceUID = generate_uid(), generate_uid()
+    scout.ImageOrientationPatient, scout.ImageType = [1, 0, 0, 0, 0, -1], ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.save_as(root / "dicom" / "P001" / "ct" / "plain" / "scout", enforce_file_format=True)
     write_nifti(root / "masks" / "M01_ct.nii.gz", _two_lesions(), PLAIN)
     write_nifti(root / "masks" / "M03_ct.nii.gz", _two_lesions(), PLAIN)
     write_seg(root / "masks" / "M02_ct_seg.dcm", _two_lesions(), _plain_datasets(root, "M02"))
@@ -124,6 +128,7 @@ def test_two_lesions_give_the_roi_of_the_larger(cohort, run):
     assert float(row["lesion_volume_ml"]) == pytest.approx(volume_ml, abs=1e-3)
     assert "2 separate lesions" in row["warnings"] and "largest" in row["warnings"]
     assert report["P001"]["n_lesions"] == "1" and report["P001"]["warnings"] == ""
+    assert report["P001"]["notes"] == "phase 'plain': 1 localizer/non-axial file(s) left out"  # reported, not hidden
 
 
 def test_lesion_index_picks_the_second_lesion_of_a_seg(run):

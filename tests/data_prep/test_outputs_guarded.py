@@ -129,3 +129,22 @@ def test_a_run_killed_mid_way_leaves_the_previous_output_and_the_next_run_cleans
     final = prepare_cohort(cohort, out, config=CONFIG, workers=1, progress=False)
     assert final.n_written == 5 and not (out / STAGING_DIR).exists()
     assert _written(out) == _report_written(out) == ["P001", "P002", "P003", "P004"]
+
+
+def test_two_concurrent_runs_the_second_refuses_and_the_first_completes(cohort, tmp_path):
+    out = tmp_path / "records"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = ["prepare", "--cohort", str(cohort), "--out", str(out), "--workers", "1", "--phases",
+               "mri=t2,hepatobiliary", "--image-size", "32"]
+    first = subprocess.Popen([sys.executable, "-c", "from mvi_tf.cli import main; main()", *command], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / STAGING_DIR).is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert first.poll() is None, "the first run ended before the second could start"
+    with pytest.raises(OutputLockedError):
+        prepare_cohort(cohort, out, config=CONFIG, workers=1, progress=False)
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    assert _written(out) == _report_written(out) == ["P001", "P002", "P003", "P004"]
+    assert _written(out, "mri") == ["P004"]
