@@ -529,7 +529,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
         merged.update({str(m).lower(): tuple(p) for m, p in (phases or {}).items()})
         config = PrepareConfig(phases=merged, image_size=image_size, margin_mm=margin_mm)
     roots = [Path(r).resolve() for r in allowed_roots]
-    report = _Report()
+    report = _Report(cohort_dir)
     plan = _plan_jobs(cohort_dir, config, roots, report)
     with _locked(out_dir):
         staging = _fresh_staging(out_dir)
@@ -559,14 +559,19 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
 
 
 class _Report:
-    """prepare_report.csv lines, one per patient and modality; the first skip reason of an entry is kept."""
+    """prepare_report.csv lines, one per patient and modality; the first skip reason of an entry is kept.
 
-    def __init__(self) -> None:
+    Reasons pass through `relative_paths`: paths relative to the cohort, any other absolute path cut to its name.
+    """
+
+    def __init__(self, cohort_dir: Path | None = None) -> None:
         self.lines: dict[tuple[str, str], dict[str, object]] = {}
+        self.cohort_dir = cohort_dir
 
     def skip(self, pid: str, modality: str, reason: str, **extra: object) -> None:
         if (pid, modality) in self.lines and self.lines[(pid, modality)]["status"] == "skipped":
             return
+        reason = relative_paths(reason, self.cohort_dir)
         self.lines[(pid, modality)] = {"patient_id": pid, "modality": modality, "status": "skipped",
                                        "reason": f"patient {pid or '<empty>'} ({modality or '-'}): {reason}",
                                        **extra}
@@ -668,6 +673,9 @@ def _job(pid: str, modality: str, phase_rows: Mapping[str, list[dict[str, str]]]
         raise InputError(f"lesions.csv: mask_phase has no single series in manifest.csv (phases "
                          f"{sorted(phase_rows)}). Received: mask_phase={mask_phase!r}")
     used = configured + ([mask_phase] if mask_phase and mask_phase not in configured else [])
+    empty = [p for p in used if not phase_rows[p][0]["series_dir"].strip()]
+    if empty:
+        raise InputError(f"manifest.csv: empty series_dir for phase(s) {empty}. Received: series_dir=''")
     dirs = {p: _inside(cohort_dir, phase_rows[p][0]["series_dir"], roots, f"manifest.csv series_dir of phase {p!r}",
                        "series_dir") for p in used}
     uids = {p: phase_rows[p][0]["series_uid"] for p in used if phase_rows[p][0].get("series_uid")}

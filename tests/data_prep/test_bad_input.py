@@ -131,6 +131,8 @@ PATIENT_CASES: dict[str, tuple[str, Callable[[Path, str], None], list[str]]] = {
     "V28": ("roi", _lesion(roi_center_x_mm="200"), ["reaches outside", "200"]),
     "V29": ("roi", _slice("plain", _set_attr("PixelSpacing", [0.5, 0.5])), ["PixelSpacing"]),
     "V30": ("roi", _clinical(ast_u_l="-3"), ["ast_u_l='-3'", ">= 0"]),
+    "V31": ("roi", _manifest(series_dir=""), ["empty series_dir for phase(s) ['portal']"]),
+    "V32": ("roi", _manifest(series_dir="/srv/pacs/HOSP-7731920/ct"), ["outside the cohort", "series_dir='ct'"]),
 }
 FORMULA_ID = "=HYPERLINK(\"http://x\",\"y\")"
 
@@ -187,7 +189,8 @@ def test_defect_skips_only_that_patient_with_a_named_reason(runs, pid):
     assert row["reason"].startswith(f"patient {pid} ("), row["reason"]
     for word in PATIENT_CASES[pid][2]:
         assert word in row["reason"], (word, row["reason"])
-    assert "/tmp/" not in row["reason"] and "1.2.826" not in row["reason"]  # no absolute path, no UID
+    assert "/tmp/" not in row["reason"] and "/srv" not in row["reason"] and "HOSP-" not in row["reason"]
+    assert "1.2.826" not in row["reason"]  # no absolute path, no hospital ID, no UID
 
 
 def test_other_patients_records_are_byte_identical_to_a_clean_run(runs):
