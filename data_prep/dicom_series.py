@@ -252,7 +252,7 @@ def read_series(directory: str | os.PathLike, series_uid: str | None = None, mod
     if len(chosen) < 2:
         raise InputError(f"series {uid_tag(series_uid)} in {directory} has fewer than 2 axial slices")
     if dropped:
-        logger.debug("dropped %d non-axial or non-image files in %s", dropped, directory)
+        logger.debug("dropped %d non-axial or non-image files in %s", dropped, directory.name)
 
     first_path, first = chosen[0]
     dicom_modality = str(first.get("Modality", ""))
