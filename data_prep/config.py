@@ -91,6 +91,9 @@ class PrepareConfig:
         context square around the ROI (CT and MRI; :data:`CT_HU_WINDOWS` holds the former fixed CT windows).
     shard_size : int
         Examples per TFRecord shard.
+    min_lesion_ml : float
+        Smallest 3-D connected component of a tumour mask that counts as a lesion, in ml; smaller specks (stray
+        voxels of a drawing) are left out of the ROI and only counted in the report.
     """
 
     phases: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PHASES))
@@ -102,6 +105,7 @@ class PrepareConfig:
     windows: Mapping[str, Mapping[str, IntensityWindow]] = dataclasses.field(
         default_factory=lambda: {m: dict(w) for m, w in DEFAULT_WINDOWS.items()})
     shard_size: int = 256
+    min_lesion_ml: float = 0.01
 
     def __post_init__(self) -> None:
         phases = {str(m): tuple(p) for m, p in dict(self.phases).items()}
@@ -123,6 +127,8 @@ class PrepareConfig:
             raise ValueError(f"slice_spacing_mm must be > 0. Received: slice_spacing_mm={self.slice_spacing_mm}")
         if not self.context_factor >= 1.0:
             raise ValueError(f"context_factor must be >= 1. Received: context_factor={self.context_factor}")
+        if not 0.0 <= self.min_lesion_ml < 1000.0:
+            raise ValueError(f"min_lesion_ml must lie in [0, 1000). Received: min_lesion_ml={self.min_lesion_ml}")
         if not self.shard_size >= 1:
             raise ValueError(f"shard_size must be >= 1. Received: shard_size={self.shard_size}")
 
@@ -142,6 +148,7 @@ class PrepareConfig:
             "slice_spacing_mm": self.slice_spacing_mm,
             "context_factor": self.context_factor,
             "spacing_tolerance_mm": self.spacing_tolerance_mm,
+            "min_lesion_ml": self.min_lesion_ml,
             "windows": {m: {p: dataclasses.asdict(self.window(m, p)) for p in ps} for m, ps in self.phases.items()},
         }
 

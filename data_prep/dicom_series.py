@@ -25,6 +25,7 @@ from pydicom.errors import InvalidDicomError
 
 from data_prep.errors import InputError
 from data_prep.geometry import apply_affine, index_to_patient_affine, orientation_axes
+from data_prep.privacy import uid_tag
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class Volume:
     series_uid : str
     files : list of Path
         Files in slice order.
+    n_dropped : int
+        Files of the folder left out: localizers, non-axial or non-image objects, slices whose orientation
+        differs from the series' (reported by `prepare`, never silently).
     """
 
     affine: np.ndarray
@@ -68,6 +72,7 @@ class Volume:
     files: list[Path]
     image_shape: tuple[int, int]
     datasets: list[pydicom.Dataset] = dataclasses.field(repr=False, default_factory=list)
+    n_dropped: int = 0
     _decoded: dict[int, np.ndarray] = dataclasses.field(repr=False, default_factory=dict)
 
     @property
@@ -81,6 +86,24 @@ class Volume:
             if k not in self._decoded:
                 self._decoded[k] = _to_physical(self.files[k], self.datasets[k], self.modality)
         return np.stack([self._decoded[k] for k in range(first, last + 1)])
+
+    def _first(self, keyword: str) -> str:
+        return str(self.datasets[0].get(keyword, "") or "").strip() if self.datasets else ""
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        """FrameOfReferenceUID of the series ('' when absent); held in memory, never written."""
+        return self._first("FrameOfReferenceUID")
+
+    @property
+    def study_uid(self) -> str:
+        """StudyInstanceUID of the series ('' when absent); held in memory, never written."""
+        return self._first("StudyInstanceUID")
+
+    @property
+    def patient_key(self) -> str:
+        """PatientID of the series ('' when absent); compared in memory, never written."""
+        return self._first("PatientID")
 
     @property
     def pixels(self) -> np.ndarray:
@@ -210,7 +233,8 @@ def read_series(directory: str | os.PathLike, series_uid: str | None = None, mod
             dropped += 1
     if series_uid is not None:
         if series_uid not in by_series:
-            raise InputError(f"series folder {directory} holds no axial series with series_uid={series_uid}")
+            raise InputError(f"series folder {directory} holds no axial series with the series_uid given in "
+                             f"manifest.csv. Received: series_uid={uid_tag(series_uid)}")
         chosen = by_series[series_uid]
     else:
         stacks = {uid: items for uid, items in by_series.items() if len(items) > 1}
@@ -219,15 +243,16 @@ def read_series(directory: str | os.PathLike, series_uid: str | None = None, mod
                              f"({len(datasets)} files, {dropped} not axial images)")
         if len(stacks) > 1:
             raise InputError(f"series folder {directory} holds {len(stacks)} axial series; give series_uid "
-                             f"in manifest.csv. Received: series_uid=None, found {sorted(stacks)}")
+                             f"in manifest.csv. Received: series_uid=None, found {sorted(map(uid_tag, stacks))}")
         series_uid, chosen = next(iter(stacks.items()))
     # Drop images whose orientation differs from the majority (e.g. a reformatted slice in the same series).
     majority = Counter(_orientation_key(ds) for _, ds in chosen).most_common(1)[0][0]
+    dropped += sum(1 for _, ds in chosen if _orientation_key(ds) != majority)
     chosen = [(p, ds) for p, ds in chosen if _orientation_key(ds) == majority]
     if len(chosen) < 2:
-        raise InputError(f"series {series_uid} in {directory} has fewer than 2 axial slices")
+        raise InputError(f"series {uid_tag(series_uid)} in {directory} has fewer than 2 axial slices")
     if dropped:
-        logger.debug("dropped %d non-axial or non-image files in %s", dropped, directory)
+        logger.debug("dropped %d non-axial or non-image files in %s", dropped, directory.name)
 
     first_path, first = chosen[0]
     dicom_modality = str(first.get("Modality", ""))
@@ -237,6 +262,9 @@ def read_series(directory: str | os.PathLike, series_uid: str | None = None, mod
     rows, cols = int(first.Rows), int(first.Columns)
     spacing = tuple(float(v) for v in first.PixelSpacing)
     for path, ds in chosen:
+        if dicom_modality == "CT" and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
+            raise InputError(f"file {path}: CT image without RescaleIntercept/RescaleSlope (Type 1 in the CT "
+                             "Image IOD); its pixels cannot be converted to HU")
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
             raise InputError(f"file {path}: image size {ds.Rows}x{ds.Columns} differs from {rows}x{cols} "
                              f"of {first_path.name}")
@@ -270,7 +298,8 @@ def read_series(directory: str | os.PathLike, series_uid: str | None = None, mod
 
     return Volume(affine=affine, positions_mm=proj, slice_z_mm=ipp[:, 2].copy(), pixel_spacing_mm=spacing,
                   slice_spacing_mm=median_gap, modality=dicom_modality, series_uid=str(series_uid),
-                  files=[p for p, _ in chosen], image_shape=(rows, cols), datasets=[ds for _, ds in chosen])
+                  files=[p for p, _ in chosen], image_shape=(rows, cols), datasets=[ds for _, ds in chosen],
+                  n_dropped=dropped)
 
 
 _NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from scipy import ndimage
 
 from data_prep.dicom_series import Volume
 from data_prep.errors import InputError
 from data_prep.geometry import RAS_TO_LPS, apply_affine, pixel_points
+from data_prep.privacy import uid_tag
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -37,6 +39,12 @@ class MaskPoints:
         Position (LPS) of each stored plane that holds foreground.
     path : Path
     segment : int or None
+    referenced_series : frozenset of str
+        DICOM-SEG: the SeriesInstanceUIDs it says it was drawn on (empty for NIfTI or when not recorded).
+    referenced_instances : frozenset of str
+        DICOM-SEG: the SOPInstanceUIDs of its source images (empty when not recorded).
+    frame_of_reference : str
+        DICOM-SEG: its FrameOfReferenceUID ('' for NIfTI).
     """
 
     points_mm: np.ndarray
@@ -44,6 +52,100 @@ class MaskPoints:
     plane_origins_mm: dict[int, np.ndarray]
     path: Path
     segment: int | None
+    referenced_series: frozenset[str] = frozenset()
+    referenced_instances: frozenset[str] = frozenset()
+    frame_of_reference: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LesionChoice:
+    """The one lesion (3-D connected component) of a mask that the ROI is built on.
+
+    Attributes
+    ----------
+    grid : np.ndarray
+        ``(Z, Y, X)`` bool mask of the chosen lesion only.
+    n_lesions : int
+        Connected components (26-connectivity on the series' voxel grid) in the whole mask.
+    rank : int
+        The chosen lesion's rank by volume, 1 = largest.
+    volumes_ml : tuple of float
+        Every lesion's volume, largest first.
+    rule : str
+        How it was chosen: ``"only"``, ``"largest"``, ``"lesion_index"`` or ``"roi"``.
+    n_specks : int
+        Components smaller than the minimum lesion volume, left out.
+    """
+
+    grid: np.ndarray
+    n_lesions: int
+    rank: int
+    volumes_ml: tuple[float, ...]
+    rule: str
+    n_specks: int = 0
+
+    @property
+    def volume_ml(self) -> float:
+        return self.volumes_ml[self.rank - 1]
+
+    def note(self) -> str:
+        """A one-line account of the choice, for the report ('' when the mask holds one lesion)."""
+        if self.n_lesions == 1:
+            return ""
+        shown = ", ".join(f"{v:.2f}" for v in self.volumes_ml[:6]) + (", ..." if self.n_lesions > 6 else "")
+        why = {"largest": "the largest (default)", "lesion_index": "given by lesion_index",
+               "roi": "the one at the explicit ROI"}[self.rule]
+        return (f"mask holds {self.n_lesions} separate lesions ({shown} ml); used lesion {self.rank} "
+                f"({self.volume_ml:.2f} ml), {why}")
+
+
+def choose_lesion(grid: np.ndarray, voxel_volume_ml: float, lesion_index: int | None = None,
+                  near_index: np.ndarray | None = None, min_lesion_ml: float = 0.0) -> LesionChoice:
+    """Pick one lesion out of a mask that may hold several.
+
+    Lesions are the 3-D connected components of the mask (26-connectivity on the series' voxel grid) of at
+    least ``min_lesion_ml`` (smaller specks, stray voxels of a drawing, are counted apart and never used; if
+    every component is a speck the largest counts as the lesion). Rule: the lesion named by ``lesion_index``
+    (1 = largest, 2 = second largest, ...); else the lesion that holds, or lies nearest to, the voxel
+    ``near_index`` (the centre of an explicit ROI); else the largest.
+
+    Parameters
+    ----------
+    grid : np.ndarray
+        ``(Z, Y, X)`` bool mask on a series' grid.
+    voxel_volume_ml : float
+        Volume of one voxel of that grid.
+    lesion_index : int, optional
+    near_index : np.ndarray, optional
+        ``(3,)`` fractional ``(k, i, j)`` index.
+    min_lesion_ml : float
+        Smallest component that counts as a lesion.
+
+    Raises
+    ------
+    InputError
+        Empty mask, or ``lesion_index`` beyond the number of lesions.
+    """
+    labels, n_components = ndimage.label(grid, structure=ndimage.generate_binary_structure(3, 3))
+    if n_components == 0:
+        raise InputError("tumour mask is empty on the series grid")
+    sizes = np.bincount(labels.ravel(), minlength=n_components + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")  # ties: the lower label (first in scan order) first
+    volumes = sizes[order] * voxel_volume_ml
+    n = max(1, int(np.sum(volumes >= min_lesion_ml)))
+    if lesion_index is not None:
+        if not 1 <= lesion_index <= n:
+            raise InputError(f"lesion_index must lie in 1..{n} (the mask holds {n} lesion(s), 1 = largest). "
+                             f"Received: lesion_index={lesion_index}")
+        rank, rule = lesion_index, "lesion_index"
+    elif near_index is not None and n > 1:
+        voxels = np.argwhere(np.isin(labels, order[:n] + 1))
+        nearest = voxels[int(np.argmin(np.sum((voxels - np.asarray(near_index)) ** 2, axis=1)))]
+        rank, rule = int(np.flatnonzero(order == labels[tuple(nearest)] - 1)[0]) + 1, "roi"
+    else:
+        rank, rule = 1, "largest" if n > 1 else "only"
+    return LesionChoice(labels == int(order[rank - 1]) + 1, n, rank, tuple(float(v) for v in volumes[:n]), rule,
+                        n_components - n)
 
 
 def load_mask(path: str | os.PathLike, segment: int | None = None) -> MaskPoints:
@@ -118,7 +220,52 @@ def _load_seg(path: Path, segment: int | None) -> MaskPoints:
         origins[frame + 1] = origin
     if not points:
         raise InputError(f"mask file {path}: segment {segment} is empty")
-    return MaskPoints(np.concatenate(points), np.concatenate(ids), origins, path, segment)
+    series, instances = _seg_references(ds)
+    return MaskPoints(np.concatenate(points), np.concatenate(ids), origins, path, segment, series, instances,
+                      str(ds.get("FrameOfReferenceUID", "") or ""))
+
+
+def _seg_references(ds: pydicom.Dataset) -> tuple[frozenset[str], frozenset[str]]:
+    """SeriesInstanceUIDs and SOPInstanceUIDs a SEG says it was derived from."""
+    series, instances = set(), set()
+    for item in ds.get("ReferencedSeriesSequence", None) or []:
+        if item.get("SeriesInstanceUID"):
+            series.add(str(item.SeriesInstanceUID))
+        for ref in item.get("ReferencedInstanceSequence", None) or []:
+            instances.add(str(ref.get("ReferencedSOPInstanceUID", "")))
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", None) or []:
+        for derivation in frame.get("DerivationImageSequence", None) or []:
+            for source in derivation.get("SourceImageSequence", None) or []:
+                instances.add(str(source.get("ReferencedSOPInstanceUID", "")))
+    instances.discard("")
+    return frozenset(series), frozenset(instances)
+
+
+def check_mask_identity(mask: MaskPoints, volume: Volume) -> None:
+    """Reject a DICOM-SEG drawn on another series (another patient, another phase) than ``volume``.
+
+    The SEG's referenced series (or, failing that, its source SOP instances) must include ``volume``'s series
+    and its FrameOfReferenceUID must equal the series'; a NIfTI mask carries no identity and is checked by its
+    grid only (`mask_on_volume`). Messages show UIDs only as `uid_tag` hashes.
+
+    Raises
+    ------
+    InputError
+    """
+    name = mask.path.name
+    if mask.referenced_series and volume.series_uid not in mask.referenced_series:
+        tags = ", ".join(sorted(map(uid_tag, mask.referenced_series)))
+        raise InputError(f"mask file {name} was drawn on another series ({tags}) than the mask phase's series "
+                         f"({uid_tag(volume.series_uid)}); wrong patient or phase?")
+    if not mask.referenced_series and mask.referenced_instances:
+        own = {str(ds.get("SOPInstanceUID", "")) for ds in volume.datasets}
+        if not mask.referenced_instances & own:
+            raise InputError(f"mask file {name} refers to no image of the mask phase's series "
+                             f"({uid_tag(volume.series_uid)}); wrong patient or phase?")
+    frame = volume.frame_of_reference_uid
+    if mask.frame_of_reference and frame and mask.frame_of_reference != frame:
+        raise InputError(f"mask file {name} has FrameOfReferenceUID {uid_tag(mask.frame_of_reference)}, the mask "
+                         f"phase's series {uid_tag(frame)}; the mask belongs to another scan")
 
 
 def _load_nifti(path: Path, segment: int | None) -> MaskPoints:
@@ -163,13 +310,13 @@ def mask_on_volume(mask: MaskPoints, volume: Volume) -> tuple[np.ndarray, dict[i
     if k_frac.max() > 0.25:
         n = int(np.argmax(k_frac))
         raise InputError(f"mask file {mask.path}: plane {mask.plane_ids[n]} at z={mask.points_mm[n, 2]:.2f} mm "
-                         f"matches no slice of series {volume.series_uid} (slices every "
+                         f"matches no slice of series {uid_tag(volume.series_uid)} (slices every "
                          f"{volume.slice_spacing_mm:.2f} mm from z={volume.slice_z_mm[0]:.2f} mm)")
     inside = volume.contains(indices)
     if not np.all(inside):
         n = int(np.argmin(inside))
         raise InputError(f"mask file {mask.path}: voxel at {mask.points_mm[n].round(2).tolist()} mm lies outside "
-                         f"series {volume.series_uid} (shape {volume.shape})")
+                         f"series {uid_tag(volume.series_uid)} (shape {volume.shape})")
     voxels = np.clip(np.round(indices).astype(np.int64), 0, np.asarray(volume.shape) - 1)
     grid = np.zeros(volume.shape, dtype=bool)
     grid[voxels[:, 0], voxels[:, 1], voxels[:, 2]] = True

@@ -129,10 +129,10 @@ def parse_example(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor
 
 
 def write_json_atomic(path: str | os.PathLike, content: object) -> Path:
-    """Write JSON under a temporary name, then rename it into place."""
+    """Write strict JSON (NaN or infinity raise `ValueError`) under a temporary name, then rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -18,6 +18,7 @@ from data_prep.config import IntensityWindow
 from data_prep.dicom_series import Volume
 from data_prep.errors import InputError
 from data_prep.geometry import square_grid
+from data_prep.privacy import uid_tag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _triplet(volume: Volume, k: int, slice_spacing_mm: float | None) -> tuple[fl
     """Patient z of three contiguous slices centred on slice ``k`` (moved inward at the stack's ends)."""
     n = volume.shape[0]
     if n < 3:
-        raise InputError(f"series {volume.series_uid} has {n} slices; three contiguous slices are needed")
+        raise InputError(f"series {uid_tag(volume.series_uid)} has {n} slices; three contiguous slices are needed")
     if slice_spacing_mm is None:
         k = min(max(k, 1), n - 2)
         zs = volume.slice_z_mm[k - 1:k + 2]
@@ -91,7 +92,7 @@ def roi_from_mask(grid: np.ndarray, volume: Volume, margin_mm: float,
         Spacing of the three slices; default: the series' own contiguous slices.
     """
     if grid.shape != volume.shape or not grid.any():
-        raise InputError(f"tumour mask on series {volume.series_uid} is empty or has shape {grid.shape} "
+        raise InputError(f"tumour mask on series {uid_tag(volume.series_uid)} is empty or has shape {grid.shape} "
                          f"instead of {volume.shape}")
     areas = grid.sum(axis=(1, 2))
     k = int(np.argmax(areas))
@@ -113,7 +114,7 @@ def roi_from_box(center_x_mm: float, center_y_mm: float, center_z_mm: float, sid
                          f"side {side_mm} mm")
     k = int(np.argmin(np.abs(volume.slice_z_mm - center_z_mm)))
     if abs(volume.slice_z_mm[k] - center_z_mm) > volume.slice_spacing_mm:
-        raise InputError(f"ROI centre z={center_z_mm} mm lies outside series {volume.series_uid} "
+        raise InputError(f"ROI centre z={center_z_mm} mm lies outside series {uid_tag(volume.series_uid)} "
                          f"(z {volume.slice_z_mm.min():.2f} .. {volume.slice_z_mm.max():.2f} mm)")
     return Roi(float(center_x_mm), float(center_y_mm), float(volume.slice_z_mm[k]), float(side_mm),
                _triplet(volume, k, slice_spacing_mm), "roi")
@@ -130,7 +131,7 @@ def _sample(volume: Volume, center_x: float, center_y: float, side: float, size:
         hi = volume.index_to_patient(np.asarray([volume.shape], dtype=np.float64) - 1)[0]
         raise InputError(
             f"ROI (centre x={center_x:.2f}, y={center_y:.2f} mm, side {side:.2f} mm, slices z={list(z_mm)}) reaches "
-            f"outside series {volume.series_uid}: point {corner.round(2).tolist()} mm; the series spans "
+            f"outside series {uid_tag(volume.series_uid)}: point {corner.round(2).tolist()} mm; the series spans "
             f"{np.minimum(lo, hi).round(2).tolist()} .. {np.maximum(lo, hi).round(2).tolist()} mm")
     # Decode only the slices the grid touches (plus one either side for the interpolation).
     first = int(np.floor(np.clip(indices[:, 0], 0, volume.shape[0] - 1).min()))
@@ -197,7 +198,7 @@ def window_stack(volume: Volume, roi: Roi, image_size: int, window: IntensityWin
     raw = sample_stack(volume, roi, image_size)
     if window.kind == "hu":
         if volume.modality != "CT":
-            raise InputError(f"series {volume.series_uid}: a HU window needs CT, got Modality={volume.modality}")
+            raise InputError(f"series {uid_tag(volume.series_uid)}: a HU window needs CT, got Modality={volume.modality}")
         return HounsfieldWindow(window.lower, window.upper)(raw)
     context = _sample(volume, roi.center_x_mm, roi.center_y_mm, roi.side_mm * context_factor,
                       max(16, image_size // 2), roi.slice_z_mm, "nan")

@@ -7,7 +7,8 @@ atypical enhancement, radiologic capsule (absent / complete / interrupted) and (
 hypointensity. Categorical columns are dummy coded against a reference level; continuous columns (age, tumour
 size) are standardised with a mean and standard deviation fitted on the ``train`` cohort only and stored in the
 schema. A missing or unparseable value is never filled in: it raises an `InputError` naming column and value,
-and `prepare_cohort` skips and reports that patient.
+and `prepare_cohort` skips and reports that patient. So does a number outside its column's plausible range
+(`PLAUSIBLE_RANGES`: a typing error such as age 999 or AFP 1e30 must not enter the scaling fitted on everyone).
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ class ColumnSpec:
     modalities: tuple[str, ...] = ("ct", "mri")
     unit: str = ""
 
+
+# Plausible ranges (inclusive, in the column's unit). Wide enough for every real patient -- AFP in HCC reaches
+# millions of ng/mL, bilirubin in liver failure several hundred umol/L -- and narrow enough to catch typing
+# and unit errors (age 999, a size in mm in a cm column, a follow-up in days). A site may widen them here.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "age": (0.0, 120.0),                  # years
+    "bilirubin_umol_l": (0.0, 1500.0),    # umol/L
+    "alt_u_l": (0.0, 20000.0),            # U/L
+    "ast_u_l": (0.0, 20000.0),            # U/L
+    "platelets_1e9_l": (0.0, 2000.0),     # 10^9/L
+    "afp_ng_ml": (0.0, 1.0e7),            # ng/mL
+    "tumour_size_cm": (0.1, 40.0),        # cm, largest diameter
+    "pfs_months": (0.0, 600.0),           # months
+    "os_months": (0.0, 600.0),            # months
+}
 
 _ABSENT_PRESENT = {**{t: "present" for t in _TRUE}, **{t: "absent" for t in _FALSE}}
 
@@ -115,8 +131,12 @@ def _text(row: Mapping[str, object], column: str) -> str:
     return text
 
 
-def parse_number(row: Mapping[str, object], column: str, minimum: float = 0.0) -> float:
-    """A finite number >= ``minimum`` from a row, or an `InputError` naming column and value."""
+def parse_number(row: Mapping[str, object], column: str, minimum: float = 0.0,
+                 plausible: tuple[float, float] | None = None) -> float:
+    """A finite number >= ``minimum`` within the column's plausible range, or an `InputError` naming both.
+
+    ``plausible`` defaults to ``PLAUSIBLE_RANGES[column]`` (no range check for other columns).
+    """
     text = _text(row, column)
     try:
         number = float(text)
@@ -124,6 +144,10 @@ def parse_number(row: Mapping[str, object], column: str, minimum: float = 0.0) -
         raise InputError(f"column {column!r} is not a number. Received: {column}={text!r}") from None
     if not math.isfinite(number) or number < minimum:
         raise InputError(f"column {column!r} must be a finite number >= {minimum}. Received: {column}={text!r}")
+    low, high = plausible or PLAUSIBLE_RANGES.get(column, (-math.inf, math.inf))
+    if not low <= number <= high:
+        raise InputError(f"column {column!r} lies outside its plausible range [{low:g}, {high:g}] (a typing or "
+                         f"unit error?). Received: {column}={text!r}")
     return number
 
 
@@ -162,11 +186,12 @@ def parse_category(spec: ColumnSpec, row: Mapping[str, object]) -> str:
     return level
 
 
-def _raw_features(spec: ColumnSpec, row: Mapping[str, object]) -> list[float]:
+def _raw_features(spec: ColumnSpec, row: Mapping[str, object],
+                  plausible: tuple[float, float] | None = None) -> list[float]:
     if spec.kind == "numeric":
-        return [parse_number(row, spec.name)]
+        return [parse_number(row, spec.name, plausible=plausible)]
     if spec.kind == "cutoff":
-        value = parse_number(row, spec.name)
+        value = parse_number(row, spec.name, plausible=plausible)
         group = int(np.searchsorted(np.asarray(spec.cutoffs), value, side="left"))
         return [1.0 if group == n + 1 else 0.0 for n in range(len(spec.cutoffs))]
     level = parse_category(spec, row)
@@ -205,6 +230,8 @@ def fit_schema(rows: Sequence[Mapping[str, object]], modality: str) -> dict:
         entry = {"name": spec.name, "kind": spec.kind, "features": list(spec.features), "unit": spec.unit}
         if spec.kind == "cutoff":
             entry["cutoffs"] = list(spec.cutoffs)
+        if spec.kind in ("numeric", "cutoff") and spec.name in PLAUSIBLE_RANGES:
+            entry["plausible"] = list(PLAUSIBLE_RANGES[spec.name])
         if spec.kind == "category":
             entry["levels"] = list(spec.levels)
             entry["aliases"] = dict(spec.aliases)
@@ -218,9 +245,11 @@ def fit_schema(rows: Sequence[Mapping[str, object]], modality: str) -> dict:
             if not values:
                 raise ValueError(f"No valid training values to fit the scaling of {spec.name!r} "
                                  f"({modality}); the train cohort is empty. Received: {len(rows)} rows")
-            std = float(np.std(values))
-            entry["scaling"] = {"mean": float(np.mean(values)), "std": std if std > 1e-12 else 1.0,
-                                "n": len(values)}
+            mean, std = float(np.mean(values)), float(np.std(values))
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                raise ValueError(f"The scaling of {spec.name!r} ({modality}) is not finite. Received: mean={mean}, "
+                                 f"std={std}")
+            entry["scaling"] = {"mean": mean, "std": std if std > 1e-12 else 1.0, "n": len(values)}
         columns.append(entry)
     return {
         "columns": columns,
@@ -261,7 +290,8 @@ def encode_row(row: Mapping[str, object], schema: Mapping) -> np.ndarray:
             spec = ColumnSpec(entry["name"], entry["kind"], tuple(entry["features"]),
                               tuple(entry.get("cutoffs", ())), tuple(entry.get("levels", ())),
                               dict(entry.get("aliases", {})))
-        values = _raw_features(spec, row)
+        plausible = tuple(entry["plausible"]) if "plausible" in entry else None
+        values = _raw_features(spec, row, plausible)  # type: ignore[arg-type]
         if spec.kind == "numeric":
             scaling = entry["scaling"]
             values = [(values[0] - scaling["mean"]) / scaling["std"]]

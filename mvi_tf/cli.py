@@ -6,6 +6,8 @@ Python. Heavy libraries (TensorFlow) are imported inside the commands so that `m
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from mvi_tf import __version__
@@ -213,14 +215,17 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
               help="Side of the ROI stacks in pixels.")
 @click.option("--margin-mm", default=10.0, show_default=True, type=click.FloatRange(0.0, 200.0),
               help="Margin around the tumour's bounding square, in mm.")
-@click.option("--strict", is_flag=True, help="Exit non-zero if any patient is skipped.")
+@click.option("--strict", is_flag=True,
+              help="Exit non-zero if any patient is skipped or written with a warning (several lesions, ...).")
 @click.option("--workers", default=None, type=click.IntRange(1, 256),
               help="Worker processes (default: CPU count, at most 8).")
+@click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A folder outside the cohort that series_dir / mask_path may point into. Repeatable.")
 def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: int, margin_mm: float,
-            strict: bool, workers: int | None) -> None:
+            strict: bool, workers: int | None, allowed_roots: tuple[str, ...]) -> None:
     """DICOM series + tumour masks + clinical table -> multiphase ROI stacks -> TFRecords."""
     from data_prep.config import parse_phases
-    from data_prep.prepare import PrepareError, prepare_cohort
+    from data_prep.prepare import CohortError, OutputLockedError, PrepareError, prepare_cohort
 
     try:
         phase_map = parse_phases(list(phases) or None)
@@ -228,15 +233,39 @@ def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: 
         raise click.BadParameter(str(err), param_hint="--phases") from None
     try:
         result = prepare_cohort(cohort_dir, out_dir, phases=phase_map, image_size=image_size,
-                                margin_mm=margin_mm, strict=strict, workers=workers)
+                                margin_mm=margin_mm, strict=strict, workers=workers, allowed_roots=allowed_roots)
     except PrepareError as err:
         for _patient_id, _modality, reason in err.result.skipped:
             click.echo(f"skipped: {reason}", err=True)
+        for patient_id, modality, warning in err.result.warned:
+            click.echo(f"warning: patient {patient_id} ({modality}): {warning}", err=True)
+        raise click.ClickException(str(err)) from None
+    except (CohortError, OutputLockedError) as err:
         raise click.ClickException(str(err)) from None
     for _patient_id, _modality, reason in result.skipped:
         click.echo(f"skipped: {reason}", err=True)
+    for patient_id, modality, warning in result.warned:
+        click.echo(f"warning: patient {patient_id} ({modality}): {warning}", err=True)
     click.echo(f"{result.n_written} written, {result.n_skipped} skipped -> {result.out_dir} "
                f"(report: {result.report_path})")
+
+
+@contextlib.contextmanager
+def _records_errors(data_dir: str, modality: str):
+    """Bad records given to a command (missing schema, missing / truncated / corrupt shard) -> one line."""
+    import tensorflow as tf
+
+    from mvi_tf.data import ShardError, unreadable_shard
+
+    try:
+        yield
+    except (ShardError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    except tf.errors.DataLossError as err:
+        found = unreadable_shard(data_dir, modality)
+        where = f"TFRecord shard {found[0]} is corrupt ({found[1]})" if found else "a TFRecord shard is corrupt"
+        raise click.ClickException(f"{where}; rerun `mvi-tf prepare`. Received: {err.message.splitlines()[0][:160]}") \
+            from None
 
 
 # --- train (issue 4) --------------------------------------------------------------------------------------
@@ -251,7 +280,8 @@ def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: 
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="torchvision ResNet18 state dict (.pth or .npz) for every phase branch.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per stage.")
-@click.option("--image-size", type=click.IntRange(min=32), help="Model input side in pixels (resizes records).")
+@click.option("--image-size", type=click.IntRange(32, 512),
+              help="Model input side in pixels, 32..512 (resizes records).")
 @click.option("--seed", type=int, help="Seed of split, initialisation, shuffling and augmentation.")
 @click.option("--deterministic", is_flag=True, default=None, help="Enable TensorFlow op determinism.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
@@ -269,9 +299,10 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
     from mvi_tf.training import train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = train(data_dir, modality, out_dir, config=config_path, weights=weights, epochs=epochs,
-                   image_size=image_size, seed=seed, deterministic=deterministic or None, strategy=strategy,
-                   batch_size=batch_size, mixed_precision=mixed_precision or None, xla=xla or None)
+    with _records_errors(data_dir, modality):
+        result = train(data_dir, modality, out_dir, config=config_path, weights=weights, epochs=epochs,
+                       image_size=image_size, seed=seed, deterministic=deterministic or None, strategy=strategy,
+                       batch_size=batch_size, mixed_precision=mixed_precision or None, xla=xla or None)
     if result.metrics:
         auc = result.metrics["auc"]["cdlm"]
         label = " [SYNTHETIC DATA]" if result.metrics.get("synthetic") else ""
@@ -413,9 +444,11 @@ def _parse_roi(value: str | None) -> tuple[float, float, float, float] | None:
               help="Training run directory (enables the Grad-CAM overlay).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write prediction.json (and gradcam.png) here.")
+@click.option("--allow-shared-series", is_flag=True,
+              help="Accept one series for several phases (testing on a single series; a warning is printed).")
 def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask_path: str | None,
                     mask_phase: str | None, roi: str | None, clinical: str, modality: str | None,
-                    run_dir: str | None, out_dir: str | None) -> None:
+                    run_dir: str | None, out_dir: str | None, allow_shared_series: bool) -> None:
     """Predict MVI for one new patient: probability, group at the model's threshold, per-phase signatures."""
     import json
 
@@ -426,7 +459,8 @@ def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask
     try:
         result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
                                  mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
-                                 backend=backend, run_dir=run_dir, out_dir=out_dir)
+                                 backend=backend, run_dir=run_dir, out_dir=out_dir,
+                                 allow_shared_series=allow_shared_series)
     except (PredictError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps(result, indent=2))

@@ -8,6 +8,7 @@ prefetching are left to the training / evaluation code.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -37,9 +38,18 @@ def load_schema(records_dir: str | os.PathLike, modality: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class ShardError(ValueError):
+    """A shard that schema.json lists is missing or has another size than when it was written."""
+
+
 def list_shards(records_dir: str | os.PathLike, modality: str,
                 cohorts: Sequence[str] | str | None = None) -> list[str]:
-    """Sorted shard paths of one modality, optionally only some cohorts (``train``, ``prospective``)."""
+    """Sorted shard paths of one modality, optionally only some cohorts (``train``, ``prospective``).
+
+    Records written by a current `prepare` list their shards and byte sizes in schema.json: only those are
+    read (a stray shard left in the folder is ignored), and a missing or truncated one raises `ShardError`
+    naming it. Older records without that list fall back to the file name pattern.
+    """
     directory = _modality_dir(records_dir, modality)
     if isinstance(cohorts, str):
         cohorts = [cohorts]
@@ -48,7 +58,33 @@ def list_shards(records_dir: str | os.PathLike, modality: str,
         if bad:
             raise ValueError(f"cohorts must be 'train' and/or 'prospective'. Received: cohorts={list(cohorts)}")
     patterns = [f"{c}-*-of-*.tfrecord" for c in cohorts] if cohorts is not None else ["*-*-of-*.tfrecord"]
-    return sorted({str(p) for pattern in patterns for p in directory.glob(pattern)})
+    listed = json.loads((directory / SCHEMA_FILE).read_text(encoding="utf-8")).get("shards")
+    if listed is None:
+        return sorted({str(p) for pattern in patterns for p in directory.glob(pattern)})
+    chosen = sorted(name for name in listed if any(fnmatch.fnmatch(name, pattern) for pattern in patterns))
+    for name in chosen:
+        path = directory / name
+        if not path.is_file():
+            raise ShardError(f"TFRecord shard {modality}/{name} listed in schema.json is missing; rerun `mvi-tf "
+                             f"prepare`. Received: records_dir={records_dir}")
+        if path.stat().st_size != int(listed[name]):
+            raise ShardError(f"TFRecord shard {modality}/{name} is {path.stat().st_size} bytes, schema.json "
+                             f"records {listed[name]}: truncated or replaced; rerun `mvi-tf prepare`")
+    return [str(directory / name) for name in chosen]
+
+
+def unreadable_shard(records_dir: str | os.PathLike, modality: str) -> tuple[str, str] | None:
+    """The first shard whose records fail TFRecord's length/CRC checks, as ``(path, reason)``; None if all read.
+
+    Reads every shard once: for naming the culprit after a `tf.errors.DataLossError`, not for every run.
+    """
+    for shard in list_shards(records_dir, modality):
+        try:
+            for _ in tf.data.TFRecordDataset(shard):
+                pass
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            return shard, str(err.message).splitlines()[0][:200]
+    return None
 
 
 def parse_fn(schema: Mapping) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:

@@ -40,11 +40,42 @@ class ModelContract:
     source: str
 
 
+def _load_keras(path: str | Path):
+    """A ``.keras`` model, or a `PredictError` naming the file when it is not a readable Keras archive."""
+    from mvi_tf.export.pipeline import load_keras_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Keras model not found: {path}")
+    try:
+        return load_keras_model(path)
+    except Exception as err:  # noqa: BLE001 - Keras raises many types (ValueError, BadZipFile, OSError, ...)
+        raise PredictError(f"Keras model file {path} cannot be loaded (corrupt or truncated .keras archive?): "
+                           f"{type(err).__name__}: {str(err)[:200]}") from err
+
+
+def _load_backend(backend: str, path: Path, keras_model=None):
+    """Load the model of ``backend`` up front (before any DICOM work); a bad file gives a `PredictError`."""
+    if backend == "keras":
+        return keras_model if keras_model is not None else _load_keras(path)
+    try:
+        if backend == "savedmodel":
+            return sm.load_serving_function(path)
+        from mvi_tf.export.tflite import TFLiteRunner
+
+        return TFLiteRunner(path)
+    except Exception as err:  # noqa: BLE001 - TF / protobuf / LiteRT raise many types for a damaged model
+        what = "SavedModel folder (saved_model.pb or variables/ corrupt or truncated?)" if backend == "savedmodel" \
+            else "TFLite file (corrupt or truncated?)"
+        raise PredictError(f"{path} cannot be loaded as a {what}: {type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else ''}") from err
+
+
 def _contract_from_run(run_dir: Path) -> ModelContract:
-    from mvi_tf.export.pipeline import _model_phases, load_keras_model
+    from mvi_tf.export.pipeline import _model_phases
 
     run = card_lib.read_run(run_dir)
-    model = load_keras_model(run["keras_model"])
+    model = _load_keras(run["keras_model"])
     phases, image_size, _ = _model_phases(model, run["schema"])
     modality = card_lib.schema_modality(run["schema"]) or (run["config"] or {}).get("modality")
     if modality is None:
@@ -99,24 +130,39 @@ def read_clinical(spec: str) -> dict[str, Any]:
     import pandas as pd
 
     text = spec.strip()
-    if text.startswith("{"):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise PredictError(f"--clinical is not valid JSON: {err}. Received: {spec!r}") from err
-        return dict(values)
+    if text.startswith(("{", "[")):
+        return _json_object(text, "--clinical")
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"Clinical file not found: {path}")
     if path.suffix.lower() == ".json":
-        return dict(json.loads(path.read_text()))
+        try:
+            content = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise PredictError(f"Clinical file {path} is not UTF-8 text: {err.reason} at byte {err.start}") from err
+        return _json_object(content, f"Clinical file {path}")
     if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, dtype={"patient_id": str})
+        try:
+            frame = pd.read_csv(path, dtype={"patient_id": str})
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise PredictError(f"Clinical CSV {path} cannot be read (UTF-8, comma-separated, a header and one "
+                               f"row expected): {type(err).__name__}: {str(err).splitlines()[0][:160]}") from err
         if len(frame) != 1:
             raise PredictError(f"Clinical CSV {path} must hold exactly one patient row. Received: {len(frame)} rows")
         row = frame.iloc[0].to_dict()
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
     raise PredictError(f"--clinical must be JSON text, a .json or a .csv file. Received: {spec!r}")
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PredictError(f"{what} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}). "
+                           f"Received: {text[:80]!r}") from err
+    if not isinstance(values, dict):
+        raise PredictError(f"{what} must be a JSON object of column: value. Received: {type(values).__name__}")
+    return values
 
 
 def _check_series(series: Mapping[str, str | Path], contract: ModelContract) -> dict[str, Path]:
@@ -176,7 +222,7 @@ def prepare_config(contract: ModelContract):
     stored = dict(contract.schema.get("prepare_config") or {})
     kwargs: dict[str, Any] = {"phases": {contract.modality: tuple(contract.phases)}}
     kwargs["image_size"] = int(stored.get("image_size", contract.schema.get("image_size", contract.image_size)))
-    for key in ("margin_mm", "slice_spacing_mm", "context_factor", "spacing_tolerance_mm"):
+    for key in ("margin_mm", "slice_spacing_mm", "context_factor", "spacing_tolerance_mm", "min_lesion_ml"):
         if key in stored:
             kwargs[key] = stored[key]
     windows = (stored.get("windows") or {}).get(contract.modality)
@@ -185,7 +231,8 @@ def prepare_config(contract: ModelContract):
     return PrepareConfig(**kwargs)
 
 
-def _prepare_images(series_dirs, contract, mask_path, mask_phase, roi) -> tuple[dict[str, np.ndarray], Any]:
+def _prepare_images(series_dirs, contract, mask_path, mask_phase, roi,
+                    allow_shared_series: bool = False) -> tuple[dict[str, np.ndarray], Any, list]:
     from data_prep.errors import InputError
     from data_prep.prepare import prepare_patient
 
@@ -203,7 +250,7 @@ def _prepare_images(series_dirs, contract, mask_path, mask_phase, roi) -> tuple[
     try:
         stacks = prepare_patient(
             {p: str(d) for p, d in series_dirs.items()}, contract.modality, mask_path=mask_path,
-            mask_phase=mask_phase, roi=roi, config=config,
+            mask_phase=mask_phase, roi=roi, config=config, allow_shared_series=allow_shared_series,
         )
     except InputError as err:
         raise PredictError(f"Data preparation failed: {err}") from err
@@ -216,22 +263,26 @@ def _prepare_images(series_dirs, contract, mask_path, mask_phase, roi) -> tuple[
         if shape != expected:
             raise PredictError(
                 f"Wrong image size for phase {phase!r}: the model takes {expected}. Received: {shape}")
-    return {p: np.asarray(images[p], np.float32)[None] for p in contract.phases}, provenance
+    return ({p: np.asarray(images[p], np.float32)[None] for p in contract.phases}, provenance,
+            list(getattr(stacks, "warnings", [])))
 
 
 def run_backend(backend: str, path: Path, inputs: dict[str, np.ndarray], contract: ModelContract,
-                keras_model=None) -> dict[str, np.ndarray]:
-    """Run one backend on batched named inputs after checking that its inputs are the contract's."""
+                keras_model=None, loaded=None) -> dict[str, np.ndarray]:
+    """Run one backend on batched named inputs after checking that its inputs are the contract's.
+
+    ``loaded`` is `_load_backend`'s result (loaded here when not given).
+    """
     expected = sorted([*contract.phases, "tabular"])
+    loaded = loaded if loaded is not None else _load_backend(backend, path, keras_model)
     if backend == "keras":
+        keras_model = loaded
         names = sorted(sm.model_input_specs(keras_model))
     elif backend == "savedmodel":
-        fn = sm.load_serving_function(path)
+        fn = loaded
         names = sorted(fn.structured_input_signature[1])
     else:
-        from mvi_tf.export.tflite import TFLiteRunner
-
-        runner = TFLiteRunner(path)
+        runner = loaded
         names = sorted(runner.input_names)
     if names != expected:
         raise PredictError(f"Model/phase mismatch: {path} takes inputs {names}, the contract says {expected}.")
@@ -279,6 +330,7 @@ def predict_patient(
     backend: str = "savedmodel",
     run_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
+    allow_shared_series: bool = False,
 ) -> dict[str, Any]:
     """Predict MVI for one new patient.
 
@@ -302,6 +354,8 @@ def predict_patient(
         Training run directory: gives the contract and the Keras model for the Grad-CAM overlay.
     out_dir : str or Path, optional
         Writes ``prediction.json`` (and ``gradcam.png``) there.
+    allow_shared_series : bool
+        Accept one series for several phases (a warning in the result); for tests on a single public series.
 
     Returns
     -------
@@ -320,16 +374,14 @@ def predict_patient(
             f"Model/modality mismatch: {path} is a {contract.modality} model. Received: modality={modality!r}")
     series_dirs = _check_series(series, contract)
     tabular = encode_tabular(clinical, contract)
-    images, provenance = _prepare_images(series_dirs, contract, mask_path, mask_phase, roi)
-    inputs = {**images, "tabular": tabular[None]}
-
     keras_model = None
     if backend == "keras" or run_dir is not None:
-        from mvi_tf.export.pipeline import load_keras_model
-
-        keras_path = path if backend == "keras" else Path(run_dir) / "cdlm.keras"
-        keras_model = load_keras_model(keras_path)
-    outputs = run_backend(backend, path, inputs, contract, keras_model)
+        keras_model = _load_keras(path if backend == "keras" else Path(run_dir) / "cdlm.keras")
+    loaded = _load_backend(backend, path, keras_model)  # a damaged model fails before any DICOM is read
+    images, provenance, warnings = _prepare_images(series_dirs, contract, mask_path, mask_phase, roi,
+                                                   allow_shared_series)
+    inputs = {**images, "tabular": tabular[None]}
+    outputs = run_backend(backend, path, inputs, contract, keras_model, loaded)
     probability = float(np.asarray(outputs["mvi_probability"]).reshape(-1)[0])
     if not np.isfinite(probability):
         raise PredictError(f"The model returned a non-finite probability ({probability}) for these inputs.")
@@ -345,6 +397,11 @@ def predict_patient(
         "roi": _provenance_dict(provenance),
         "gradcam_png": None,
     }
+    if warnings:
+        result["warnings"] = warnings
+    if not 0.0 < contract.threshold < 1.0:
+        result["threshold_note"] = (f"degenerate threshold {contract.threshold}: every patient falls in one group, "
+                                    "so predicted_group carries no information; use mvi_probability")
     if keras_model is None:
         result["gradcam_note"] = "no Keras model (give run_dir) - Grad-CAM overlay skipped"
     elif out_dir is None:

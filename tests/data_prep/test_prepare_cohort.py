@@ -216,6 +216,9 @@ def test_no_identifying_value_reaches_any_output(good_cohort, tmp_path, caplog):
     # the inputs do carry the values, so the scan can fail
     assert _scan([next((good_cohort / "dicom" / "P001" / "ct" / "plain").iterdir())], [])
     assert _scan(files, [caplog.text, cli.output]) == []
+    texts = [caplog.text, cli.output, *(p.read_bytes().decode("latin-1") for p in files)]
+    assert not any("1.2.826.0.1.3680043" in t for t in texts)  # no DICOM UID (pydicom's generated root)
+    assert not any(str(good_cohort.resolve()) in t for t in texts)  # no absolute cohort path, logs included
 
 
 def test_cli_phases_replace_ct_set_and_strict_exit(good_cohort, tmp_path):

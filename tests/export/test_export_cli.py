@@ -43,7 +43,8 @@ def test_predict_command_on_real_ct(exported, tmp_path, data_files):
     series = [arg for phase in CT_PHASES for arg in ("--series", f"{phase}={real / 'ct-3slice'}")]
     result = CliRunner().invoke(main, [
         "predict", "--model", str(exported.tflite_int8), "--backend", "tflite", *series,
-        "--mask", str(real / "liver.dcm"), "--mask-phase", "portal", "--clinical", str(tmp_path / "clinical.csv"),
+        "--mask", str(real / "liver.dcm"), "--mask-phase", "portal", "--allow-shared-series",
+        "--clinical", str(tmp_path / "clinical.csv"),
         "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output[result.output.index("{"):])

@@ -77,7 +77,8 @@ def test_backends_agree_on_a_real_ct_and_write_json(exported, fake_run, tmp_path
     from mvi_tf.export import predict_patient
 
     series = _real_series(real_ct)
-    common = {"series": series, "mask_path": str(real_ct / "liver.dcm"), "mask_phase": "portal", "clinical": CLINICAL}
+    common = {"series": series, "mask_path": str(real_ct / "liver.dcm"), "mask_phase": "portal", "clinical": CLINICAL,
+              "allow_shared_series": True}  # one public series stands in for every phase
     results = {
         "savedmodel": predict_patient(exported.saved_model_dir.parent, out_dir=tmp_path / "sm", **common),
         "tflite": predict_patient(exported.tflite_float32, backend="tflite", out_dir=tmp_path / "tfl", **common),
@@ -110,4 +111,4 @@ def test_wrong_image_size_is_an_error(tmp_path, real_ct):
     run = write_run_dir(tmp_path / "run", build_tiny_cdlm(image_size=32), image_size=64)
     with pytest.raises(PredictError, match=r"Wrong image size for phase 'plain'.*\(32, 32, 3\).*\(64, 64, 3\)"):
         predict_patient(run / "cdlm.keras", series, backend="keras", mask_path=str(real_ct / "liver.dcm"),
-                        mask_phase="portal", clinical=CLINICAL)
+                        mask_phase="portal", clinical=CLINICAL, allow_shared_series=True)
