@@ -38,6 +38,17 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _echo_not_available(result: dict) -> None:
+    """List every figure of ``result`` that is not available, one line per reason (see :mod:`mvi_tf.na`)."""
+    from mvi_tf import na
+
+    lines = na.reason_lines(result)
+    if lines:
+        click.echo("Not available (figures the cohort cannot define):")
+        for line in lines:
+            click.echo(f"  - {line}")
+
+
 # --- demo / study / report: the main job end to end ------------------------------------------------------
 def _configure_logging() -> None:
     import logging
@@ -413,6 +424,7 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
     """Grad-CAM maps per phase: overlays, raw maps, feature pattern maps and localisation scores."""
     import json
 
+    from mvi_tf import na
     from mvi_tf.explain import explain_run
 
     ids = [p for value in patients for p in value.split()] or None
@@ -425,13 +437,19 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps({k: summary[k] for k in ("modality", "method", "n_patients", "n_mvi_positive")}))
     localisation = summary.get("localisation") or {}
-    for phase in localisation.get("phase_ranking", []):
-        row = localisation["per_phase"][phase]
-        click.echo(f"  {phase}: hit rate {row['hit_rate']:.2f} (centre {row['centre_baseline']['hit_rate']:.2f}, "
-                   f"randomised {row['randomised_weights']['hit_rate']:.2f}, chance {row['chance']:.2f}), "
-                   f"energy {row['energy_fraction']:.2f}, n={row['n']}")
+    for phase in summary["phases"]:
+        row = localisation.get("per_phase", {}).get(phase)
+        if row is None or not row.get("n"):
+            missing = na.get(row, "hit_rate") if row else na.get(summary, "localisation")
+            click.echo(f"  {phase}: localisation not available ({missing.reason})")
+            continue
+        centre, randomised = row["centre_baseline"], row["randomised_weights"]
+        click.echo(f"  {phase}: hit rate {na.fmt(row, 'hit_rate')} (centre {na.fmt(centre, 'hit_rate')}, "
+                   f"randomised {na.fmt(randomised, 'hit_rate')}, chance {na.fmt(row, 'chance')}), "
+                   f"energy {na.fmt(row, 'energy_fraction')}, n={row['n']}")
     if localisation.get("phase_ranking"):
         carriers = localisation.get("localising_phases") or []
         click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines and chance): "
                    f"{', '.join(carriers) if carriers else 'none'}")
+    _echo_not_available(summary)
     click.echo(f"summary: {out_dir}/explain_summary.json")
