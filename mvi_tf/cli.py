@@ -174,6 +174,7 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
 def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
     """Prognostic analysis: Kaplan-Meier, log-rank and Cox regression of PFS and OS by CDLM-predicted MVI
     (training Youden threshold) next to histopathological MVI, with median follow-up (reverse Kaplan-Meier)."""
+    from mvi_tf import na
     from mvi_tf.survival import survival_analysis
 
     try:
@@ -188,11 +189,10 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
         parts = []
         for key in ("predicted", "histopathology"):
             logrank, cox = analysis[key]["logrank"], analysis[key]["cox"]
-            p = f"p = {logrank['p_value']:.3g}" if "p_value" in logrank else "p n/a"
-            hr = f", HR {cox['hazard_ratio']:.2f}" if cox.get("hazard_ratio") is not None else ""
-            parts.append(f"{key} log-rank {p}{hr}")
+            parts.append(f"{key} log-rank p = {na.fmt(logrank, 'p_value', '.3g')}, HR {na.fmt(cox, 'hazard_ratio')}")
         click.echo(f"{analysis['modality_name']} {analysis['endpoint'].upper()} ({analysis['n']} patients, "
                    f"{analysis['events']} events): " + "; ".join(parts) + label)
+    _echo_not_available({a["modality_name"] + " " + a["endpoint"].upper(): a for a in result["analyses"]})
     click.echo(f"Survival analysis written to {out_dir}")
 
 
