@@ -126,15 +126,27 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
              age_cutoff: float) -> None:
     """Table 3 (SEN/SPE/ACC at the training Youden threshold, AUC with DeLong 95% CI), ROC and decision
     curves and the stratified analysis, for the training and prospective validation cohorts."""
+    from mvi_tf import na
     from mvi_tf.evaluation import evaluate_runs
 
-    result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
-                           age_cutoff=age_cutoff)
+    try:
+        result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
+                               age_cutoff=age_cutoff)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
     label = f" [{result['data_label']}]" if result["data_label"] else ""
     for row in result["performance"]:
-        if row["model"] == "cdlm" and row["cohort"] in ("training", "prospective") and row["auc"] is not None:
-            click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {row['auc']:.3f} "
-                       f"({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f}){label}")
+        if row["model"] != "cdlm" or row["cohort"] not in ("training", "prospective"):
+            continue
+        auc = na.get(row, "auc")
+        shown = (f"{auc:.3f} ({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f})" if not isinstance(auc, na.NotAvailable)
+                 else f"not available ({auc.reason})")
+        click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {shown}, SEN {na.fmt(row, 'sensitivity', '.3f')}, "
+                   f"SPE {na.fmt(row, 'specificity', '.3f')}{label}")
+    missing = list(na.reasons(result))
+    if missing:
+        click.echo(f"{len(missing)} figures not available on this cohort; each reason is in evaluation.json "
+                   f"('not_available') and the 'note' columns of performance.csv and subgroups.csv")
     click.echo(f"Evaluation written to {result['out_dir']} ({len(result['files'])} files)")
 
 
@@ -151,14 +163,19 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
 def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) -> None:
     """CT vs MRI head-to-head on patients with both examinations: paired DeLong test of the AUCs, McNemar
     tests of sensitivity and specificity, decision curves and where each model has the higher net benefit."""
+    from mvi_tf import na
     from mvi_tf.evaluation import compare_runs
 
-    r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
+    try:
+        r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
     label = f" [{r['data_label']}]" if r["data_label"] else ""
-    auc = r["auc"]
-    click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {auc['ct']:.3f} vs "
-               f"{auc['mri']:.3f} (DeLong p = {auc['delong_p_value']}), SEN p = {r['sensitivity']['mcnemar_p_value']}, "
-               f"SPE p = {r['specificity']['mcnemar_p_value']}")
+    auc, sen, spe = r["auc"], r["sensitivity"], r["specificity"]
+    click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {na.fmt(auc, 'ct', '.3f')} vs "
+               f"{na.fmt(auc, 'mri', '.3f')} (DeLong p = {na.fmt(auc, 'delong_p_value', '.3g')}), "
+               f"SEN p = {na.fmt(sen, 'mcnemar_p_value', '.3g')}, SPE p = {na.fmt(spe, 'mcnemar_p_value', '.3g')}")
+    _echo_not_available(r)
     click.echo(f"Head-to-head written to {r['out_dir']}")
 
 
