@@ -280,6 +280,7 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
     """Train the per-phase signatures, the fusion model and the combined model (CDLM) into RUN_DIR."""
     import logging
 
+    from mvi_tf import na
     from mvi_tf.training import train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -289,8 +290,10 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
     if result.metrics:
         auc = result.metrics["auc"]["cdlm"]
         label = " [SYNTHETIC DATA]" if result.metrics.get("synthetic") else ""
-        shown = ", ".join(f"{split} {value:.3f}" for split, value in auc.items() if value is not None)
+        shown = ", ".join(f"{split} {value:.3f}" if value is not None else f"{split} n/a"
+                          for split, value in auc.items() if split != na.KEY)
         click.echo(f"CDLM AUC: {shown}{label}")
+        _echo_not_available({"auc": result.metrics["auc"], "youden": result.metrics.get("youden") or {}})
     click.echo(f"Run written to {result.run_dir} (final model {result.model_path})")
 
 
@@ -336,6 +339,7 @@ def synth(out_dir: str, seed: int, scale: float, image_size: int, workers: int |
 @click.option("--no-tflite", is_flag=True, help="Write the SavedModel only.")
 def export_command(run_dir: str, out_base: str, name: str | None, records_dir: str | None, no_tflite: bool) -> None:
     """Export a run's CDLM as a versioned SavedModel (TF Serving) and float32/dynamic/int8 TFLite models."""
+    from mvi_tf import na
     from mvi_tf.export import export_run
 
     result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
@@ -346,7 +350,8 @@ def export_command(run_dir: str, out_base: str, name: str | None, records_dir: s
             click.echo(f"TFLite: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     for key, item in result.parity.items():
         if isinstance(item, dict) and "value" in item:
-            click.echo(f"  {key}: {item['value']}")
+            click.echo(f"  {key}: {na.fmt(item, 'value', '')}")
+    _echo_not_available(result.parity)
 
 
 def _parse_series(values: tuple[str, ...]) -> dict[str, str]:
