@@ -370,6 +370,7 @@ def _endpoint_analysis(
         if follow_up is not None
         else _not_estimable(f"median follow-up not estimable: {follow_up_error}", "median")
     )
+    na.explain(result["follow_up"], median="not reached: the reverse Kaplan-Meier curve stays above 50%")
     result["follow_up"]["range"] = [float(durations.min()), float(durations.max())]
     result["overall"] = _km_summary(durations, events)
     result["predicted"] = _grouping_analysis(
