@@ -139,8 +139,8 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
         if row["model"] != "cdlm" or row["cohort"] not in ("training", "prospective"):
             continue
         auc = na.get(row, "auc")
-        shown = (f"{auc:.3f} ({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f})" if not isinstance(auc, na.NotAvailable)
-                 else f"not available ({auc.reason})")
+        shown = (f"{auc:.3f} ({na.fmt(row, 'auc_ci_low', '.3f')}-{na.fmt(row, 'auc_ci_high', '.3f')})"
+                 if not isinstance(auc, na.NotAvailable) else f"not available ({auc.reason})")
         click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {shown}, SEN {na.fmt(row, 'sensitivity', '.3f')}, "
                    f"SPE {na.fmt(row, 'specificity', '.3f')}{label}")
     missing = list(na.reasons(result))
