@@ -68,6 +68,10 @@ def _explain_missing(out: dict, n_pos: int, n_neg: int) -> dict:
     for key, reason in list(reasons.items()):
         reasons.update({f"{key}_ci_low": reason, f"{key}_ci_high": reason})
     reasons["auc_variance"] = reasons["auc"]
+    threshold = out["threshold"]
+    if na.is_missing(threshold):
+        reasons["threshold"] = (f"the train split's Youden cut is {threshold} (a constant score): it calls "
+                                f"{'every' if threshold < 0 else 'no'} patient MVI+")
     return na.explain(out, **reasons)
 
 

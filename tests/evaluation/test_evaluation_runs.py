@@ -326,6 +326,7 @@ def test_constant_model_with_infinite_threshold(tmp_path):
     result = evaluate_runs([run], tmp_path / "out", progress=False)
     row = next(r for r in result["performance"] if r["model"] == "fusion" and r["cohort"] == "prospective")
     assert (row["sensitivity"], row["specificity"], row["auc"], row["threshold"]) == (1.0, 0.0, 0.5, None)
+    assert "calls every patient MVI+" in row["not_available"]["threshold"]
 
 
 def test_single_class_prospective_cohort_is_reported_not_available(tmp_path):
