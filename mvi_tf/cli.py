@@ -40,6 +40,17 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _echo_not_available(result: dict) -> None:
+    """List every figure of ``result`` that is not available, one line per reason (see :mod:`mvi_tf.na`)."""
+    from mvi_tf import na
+
+    lines = na.reason_lines(result)
+    if lines:
+        click.echo("Not available (figures the cohort cannot define):")
+        for line in lines:
+            click.echo(f"  - {line}")
+
+
 # --- demo / study / report: the main job end to end ------------------------------------------------------
 def _configure_logging() -> None:
     import logging
@@ -121,21 +132,31 @@ def evaluate(run_dirs: tuple[str, ...], out_dir: str, synthetic: bool | None, su
     """Table 3 (SEN/SPE/ACC with exact 95% CIs at the training Youden threshold, AUC with DeLong 95% CI),
     ROC and decision curves, calibration per cohort and centre, CDLM vs radiological model (AUC difference,
     NRI, IDI, net benefit with CIs) and the stratified analysis."""
+    from mvi_tf import na
     from mvi_tf.evaluation import evaluate_runs
 
-    result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
-                           age_cutoff=age_cutoff, n_boot=n_boot, seed=seed)
+    try:
+        result = evaluate_runs(list(run_dirs), out_dir, synthetic=synthetic, subgroup_model=subgroup_model,
+                               age_cutoff=age_cutoff, n_boot=n_boot, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
     label = f" [{result['data_label']}]" if result["data_label"] else ""
     for row in result["performance"]:
-        if row["model"] == "cdlm" and row["cohort"] in ("training", "prospective") and row["auc"] is not None:
-            click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {row['auc']:.3f} "
-                       f"({row['auc_ci_low']:.3f}-{row['auc_ci_high']:.3f}){label}")
+        if row["model"] != "cdlm" or row["cohort"] not in ("training", "prospective"):
+            continue
+        auc = na.get(row, "auc")
+        shown = (f"{auc:.3f} ({na.fmt(row, 'auc_ci_low', '.3f')}-{na.fmt(row, 'auc_ci_high', '.3f')})"
+                 if not isinstance(auc, na.NotAvailable) else f"not available ({auc.reason})")
+        click.echo(f"{row['modality']} CDLM {row['cohort']}: AUC {shown}, SEN {na.fmt(row, 'sensitivity', '.3f')}, "
+                   f"SPE {na.fmt(row, 'specificity', '.3f')}{label}")
     for row in result["calibration"]:
         if row["model"] == "cdlm" and row["cohort"] == "prospective" and row["centre"] == "all" and row.get("n"):
-            intercept, slope = row.get("intercept"), row.get("slope")
-            click.echo(f"{row['modality']} CDLM prospective calibration: intercept "
-                       f"{'NA' if intercept is None else f'{intercept:.2f}'}, slope "
-                       f"{'NA' if slope is None else f'{slope:.2f}'}, O/E {row['oe_ratio']:.2f}{label}")
+            click.echo(f"{row['modality']} CDLM prospective calibration: intercept {na.fmt(row, 'intercept', '.2f')}, "
+                       f"slope {na.fmt(row, 'slope', '.2f')}, O/E {na.fmt(row, 'oe_ratio', '.2f')}{label}")
+    missing = list(na.reasons(result))
+    if missing:
+        click.echo(f"{len(missing)} figures not available on this cohort; each reason is in evaluation.json "
+                   f"('not_available') and the 'note' columns of performance.csv and subgroups.csv")
     click.echo(f"Evaluation written to {result['out_dir']} ({len(result['files'])} files)")
 
 
@@ -153,17 +174,24 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
     """CT vs MRI head-to-head on patients with both examinations: paired DeLong test of the AUCs, McNemar
     tests of sensitivity and specificity, continuous NRI and IDI of MRI over CT, decision curves and where
     each model has the higher net benefit."""
+    from mvi_tf import na
     from mvi_tf.evaluation import compare_runs
 
-    r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
+    try:
+        r = compare_runs(ct_run, mri_run, out_dir, model=model, cohort=cohort)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
     label = f" [{r['data_label']}]" if r["data_label"] else ""
-    auc = r["auc"]
-    click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {auc['ct']:.3f} vs "
-               f"{auc['mri']:.3f} (DeLong p = {auc['delong_p_value']}), SEN p = {r['sensitivity']['mcnemar_p_value']}, "
-               f"SPE p = {r['specificity']['mcnemar_p_value']}")
-    nri = r["reclassification_mri_over_ct"]
-    click.echo(f"MRI over CT: continuous NRI {nri['nri']:.3f} ({nri['nri_ci_low']:.3f} to {nri['nri_ci_high']:.3f}), "
-               f"IDI {nri['idi']:.3f} ({nri['idi_ci_low']:.3f} to {nri['idi_ci_high']:.3f})")
+    auc, sen, spe = r["auc"], r["sensitivity"], r["specificity"]
+    click.echo(f"{model} CT vs MRI on {r['n_paired']} {cohort} patients{label}: AUC {na.fmt(auc, 'ct', '.3f')} vs "
+               f"{na.fmt(auc, 'mri', '.3f')} (DeLong p = {na.fmt(auc, 'delong_p_value', '.3g')}), "
+               f"SEN p = {na.fmt(sen, 'mcnemar_p_value', '.3g')}, SPE p = {na.fmt(spe, 'mcnemar_p_value', '.3g')}")
+    nri = r.get("reclassification_mri_over_ct") or {}
+    if nri:
+        click.echo(f"MRI over CT: continuous NRI {na.fmt(nri, 'nri', '.3f')} ({na.fmt(nri, 'nri_ci_low', '.3f')} to "
+                   f"{na.fmt(nri, 'nri_ci_high', '.3f')}), IDI {na.fmt(nri, 'idi', '.3f')} "
+                   f"({na.fmt(nri, 'idi_ci_low', '.3f')} to {na.fmt(nri, 'idi_ci_high', '.3f')})")
+    _echo_not_available(r)
     click.echo(f"Head-to-head written to {r['out_dir']}")
 
 
@@ -179,6 +207,7 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
 def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
     """Prognostic analysis: Kaplan-Meier, log-rank and Cox regression of PFS and OS by CDLM-predicted MVI
     (training Youden threshold) next to histopathological MVI, with median follow-up (reverse Kaplan-Meier)."""
+    from mvi_tf import na
     from mvi_tf.survival import survival_analysis
 
     try:
@@ -193,11 +222,10 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
         parts = []
         for key in ("predicted", "histopathology"):
             logrank, cox = analysis[key]["logrank"], analysis[key]["cox"]
-            p = f"p = {logrank['p_value']:.3g}" if "p_value" in logrank else "p n/a"
-            hr = f", HR {cox['hazard_ratio']:.2f}" if cox.get("hazard_ratio") is not None else ""
-            parts.append(f"{key} log-rank {p}{hr}")
+            parts.append(f"{key} log-rank p = {na.fmt(logrank, 'p_value', '.3g')}, HR {na.fmt(cox, 'hazard_ratio')}")
         click.echo(f"{analysis['modality_name']} {analysis['endpoint'].upper()} ({analysis['n']} patients, "
                    f"{analysis['events']} events): " + "; ".join(parts) + label)
+    _echo_not_available({a["modality_name"] + " " + a["endpoint"].upper(): a for a in result["analyses"]})
     click.echo(f"Survival analysis written to {out_dir}")
 
 
@@ -296,6 +324,7 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
     """Train the per-phase signatures, the fusion model and the combined model (CDLM) into RUN_DIR."""
     import logging
 
+    from mvi_tf import na
     from mvi_tf.training import train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -306,8 +335,10 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
     if result.metrics:
         auc = result.metrics["auc"]["cdlm"]
         label = " [SYNTHETIC DATA]" if result.metrics.get("synthetic") else ""
-        shown = ", ".join(f"{split} {value:.3f}" for split, value in auc.items() if value is not None)
+        shown = ", ".join(f"{split} {value:.3f}" if value is not None else f"{split} n/a"
+                          for split, value in auc.items() if split != na.KEY)
         click.echo(f"CDLM AUC: {shown}{label}")
+        _echo_not_available({"auc": result.metrics["auc"], "youden": result.metrics.get("youden") or {}})
     click.echo(f"Run written to {result.run_dir} (final model {result.model_path})")
 
 
@@ -353,6 +384,7 @@ def synth(out_dir: str, seed: int, scale: float, image_size: int, workers: int |
 @click.option("--no-tflite", is_flag=True, help="Write the SavedModel only.")
 def export_command(run_dir: str, out_base: str, name: str | None, records_dir: str | None, no_tflite: bool) -> None:
     """Export a run's CDLM as a versioned SavedModel (TF Serving) and float32/dynamic/int8 TFLite models."""
+    from mvi_tf import na
     from mvi_tf.export import export_run
 
     result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
@@ -363,7 +395,8 @@ def export_command(run_dir: str, out_base: str, name: str | None, records_dir: s
             click.echo(f"TFLite: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     for key, item in result.parity.items():
         if isinstance(item, dict) and "value" in item:
-            click.echo(f"  {key}: {item['value']}")
+            click.echo(f"  {key}: {na.fmt(item, 'value', '')}")
+    _echo_not_available(result.parity)
 
 
 def _num3(value: float | None) -> str:
@@ -498,6 +531,7 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
     """Grad-CAM maps per phase: overlays, raw maps, feature pattern maps and localisation scores."""
     import json
 
+    from mvi_tf import na
     from mvi_tf.explain import explain_run
 
     ids = [p for value in patients for p in value.split()] or None
@@ -510,13 +544,19 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps({k: summary[k] for k in ("modality", "method", "n_patients", "n_mvi_positive")}))
     localisation = summary.get("localisation") or {}
-    for phase in localisation.get("phase_ranking", []):
-        row = localisation["per_phase"][phase]
-        click.echo(f"  {phase}: hit rate {row['hit_rate']:.2f} (centre {row['centre_baseline']['hit_rate']:.2f}, "
-                   f"randomised {row['randomised_weights']['hit_rate']:.2f}, chance {row['chance']:.2f}), "
-                   f"energy {row['energy_fraction']:.2f}, n={row['n']}")
+    for phase in summary["phases"]:
+        row = localisation.get("per_phase", {}).get(phase)
+        if row is None or not row.get("n"):
+            missing = na.get(row, "hit_rate") if row else na.get(summary, "localisation")
+            click.echo(f"  {phase}: localisation not available ({missing.reason})")
+            continue
+        centre, randomised = row["centre_baseline"], row["randomised_weights"]
+        click.echo(f"  {phase}: hit rate {na.fmt(row, 'hit_rate')} (centre {na.fmt(centre, 'hit_rate')}, "
+                   f"randomised {na.fmt(randomised, 'hit_rate')}, chance {na.fmt(row, 'chance')}), "
+                   f"energy {na.fmt(row, 'energy_fraction')}, n={row['n']}")
     if localisation.get("phase_ranking"):
         carriers = localisation.get("localising_phases") or []
         click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines and chance): "
                    f"{', '.join(carriers) if carriers else 'none'}")
+    _echo_not_available(summary)
     click.echo(f"summary: {out_dir}/explain_summary.json")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from mvi_tf import stats
+from mvi_tf import na, stats
 from mvi_tf.evaluation import decision_curves as dca
 from mvi_tf.evaluation.calibration_report import (
     calibration_markdown,
@@ -156,7 +156,7 @@ def evaluate_runs(
     out.mkdir(parents=True, exist_ok=True)
 
     rows = performance_rows(runs, ALL_COHORTS, alpha=alpha)
-    long = pd.DataFrame(rows)
+    long = pd.DataFrame(rows).drop(columns=[na.KEY], errors="ignore")  # the `note` column carries the reasons
     long.insert(0, "data_label", data_label)
     long.to_csv(out / "performance.csv", index=False)
     wide = table3_frame(rows, TABLE3_COHORTS)
@@ -206,7 +206,7 @@ def evaluate_runs(
                               improvement_markdown(improvement, is_synthetic))
 
     if subgroup_rows:
-        sub = pd.DataFrame(subgroup_rows)
+        sub = pd.DataFrame(subgroup_rows).drop(columns=[na.KEY], errors="ignore")
         sub.insert(0, "data_label", data_label)
         sub.to_csv(out / "subgroups.csv", index=False)
         (out / "subgroups.md").write_text(subgroups_markdown(subgroup_rows, is_synthetic), encoding="utf-8")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvi_tf import stats, uncertainty
+from mvi_tf import na, stats, uncertainty
 from mvi_tf.evaluation import decision_curves as dca
 from mvi_tf.evaluation.plots import plot_decision_curves, plot_roc
 from mvi_tf.evaluation.rundir import SYNTHETIC_LABEL, load_run, to_jsonable, write_json
@@ -39,8 +39,14 @@ def _paired_cohort(ct, mri, model: str, cohort: str) -> pd.DataFrame:
     return joined.rename(columns={"label_ct": "label"}).drop(columns="label_mri")
 
 
-def _mcnemar_block(correct_ct: np.ndarray, correct_mri: np.ndarray) -> dict:
-    """2x2 table of correct calls (rows CT, columns MRI) with the chi-square and exact McNemar tests."""
+NO_DISCORDANT = "no discordant pairs (both models right or wrong on the same patients): the chi-square is undefined"
+
+
+def _mcnemar_block(correct_ct: np.ndarray, correct_mri: np.ndarray, group: str) -> dict:
+    """2x2 table of correct calls (rows CT, columns MRI) with the chi-square and exact McNemar tests.
+
+    Figures the patients cannot define are None with the reason (:mod:`mvi_tf.na`).
+    """
     table = [
         [int(np.sum(correct_ct & correct_mri)), int(np.sum(correct_ct & ~correct_mri))],
         [int(np.sum(~correct_ct & correct_mri)), int(np.sum(~correct_ct & ~correct_mri))],
@@ -50,7 +56,7 @@ def _mcnemar_block(correct_ct: np.ndarray, correct_mri: np.ndarray) -> dict:
         chi2 = stats.mcnemar_test(table, exact=False, correction=True)
     exact = stats.mcnemar_test(table, exact=True)
     n = int(correct_ct.size)
-    return {
+    block = {
         "n": n,
         "table": table,
         "table_layout": "[[both correct, CT only], [MRI only, neither]]",
@@ -62,6 +68,10 @@ def _mcnemar_block(correct_ct: np.ndarray, correct_mri: np.ndarray) -> dict:
         "mcnemar_p_value": chi2.p_value,
         "mcnemar_exact_p_value": exact.p_value,
     }
+    if not n:
+        for key in ("ct", "mri", "mcnemar_statistic", "mcnemar_p_value", "mcnemar_exact_p_value"):
+            na.mark(block, key, f"no {group} patients in both runs")
+    return na.explain(block, mcnemar_statistic=NO_DISCORDANT, mcnemar_p_value=NO_DISCORDANT)
 
 
 def compare_runs(
@@ -109,22 +119,17 @@ def compare_runs(
     paired = _paired_cohort(ct, mri, model, cohort)
     y = paired["label"].to_numpy().astype(int)
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos < 2 or n_neg < 2:
+    if not y.size:
         raise ValueError(
-            f"Need >= 2 MVI+ and >= 2 MVI- {cohort} patients present in both runs. Received: "
-            f"n_paired={y.size}, MVI+={n_pos}, MVI-={n_neg} ({ct.run_dir} vs {mri.run_dir})"
+            f"No {cohort} patient is present in both runs. Received: {ct.run_dir} and {mri.run_dir}"
         )
     s_ct, s_mri = paired["score_ct"].to_numpy(), paired["score_mri"].to_numpy()
     thr_ct, thr_mri = ct.thresholds[model], mri.thresholds[model]
     is_synthetic = (ct.synthetic or mri.synthetic) if synthetic is None else bool(synthetic)
-
-    auc_ct, auc_mri = stats.roc_auc_ci(y, s_ct), stats.roc_auc_ci(y, s_mri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        delong = stats.delong_test(y, s_ct, s_mri)
+    auc, auc_ct, auc_mri = _auc_block(y, s_ct, s_mri, cohort)
     pos, neg = y == 1, y == 0
-    sensitivity = _mcnemar_block(s_ct[pos] >= thr_ct, s_mri[pos] >= thr_mri)
-    specificity = _mcnemar_block(s_ct[neg] < thr_ct, s_mri[neg] < thr_mri)
+    sensitivity = _mcnemar_block(s_ct[pos] >= thr_ct, s_mri[pos] >= thr_mri, "MVI+")
+    specificity = _mcnemar_block(s_ct[neg] < thr_ct, s_mri[neg] < thr_mri, "MVI-")
 
     nb_ct, nb_mri = stats.net_benefit(y, s_ct, grid), stats.net_benefit(y, s_mri, grid)
     tol = 1e-12
@@ -148,18 +153,10 @@ def compare_runs(
         "n_ct_only": int(len(ct.cohort(cohort)) - y.size),
         "n_mri_only": int(len(mri.cohort(cohort)) - y.size),
         "thresholds": {"ct": thr_ct, "mri": thr_mri},
-        "auc": {
-            "ct": auc_ct.auc,
-            "ct_ci": [auc_ct.ci_low, auc_ct.ci_high],
-            "mri": auc_mri.auc,
-            "mri_ci": [auc_mri.ci_low, auc_mri.ci_high],
-            "delong_z": delong.z,
-            "delong_p_value": delong.p_value,
-            "difference_ct_minus_mri": delong.auc_a - delong.auc_b,
-        },
+        "auc": auc,
         "sensitivity": sensitivity,
         "specificity": specificity,
-        "reclassification_mri_over_ct": uncertainty.reclassification(y, s_mri, s_ct).as_dict(),
+        "reclassification_mri_over_ct": _reclassification(y, s_mri, s_ct),
         "decision_curves": curves,
     }
     out = Path(out_dir)
@@ -169,24 +166,48 @@ def compare_runs(
         if model == "cdlm"
         else f"{model}: CT vs MRI, {cohort} patients with both (n = {y.size})"
     )
-    plot_roc(
-        {"CT": (stats.roc_curve(y, s_ct), auc_ct), "MRI": (stats.roc_curve(y, s_mri), auc_mri)},
-        label,
-        out / "head_to_head_roc.png",
-        is_synthetic,
-    )
+    result["files"] = ["head_to_head.json", "head_to_head.md", "head_to_head_decision_curves.png"]
+    if auc_ct is not None:
+        plot_roc(
+            {"CT": (stats.roc_curve(y, s_ct), auc_ct), "MRI": (stats.roc_curve(y, s_mri), auc_mri)},
+            label,
+            out / "head_to_head_roc.png",
+            is_synthetic,
+        )
+        result["files"].append("head_to_head_roc.png")
     plot_decision_curves(
         {"CT": nb_ct, "MRI": nb_mri}, label, out / "head_to_head_decision_curves.png", is_synthetic
     )
     (out / "head_to_head.md").write_text(_markdown(result), encoding="utf-8")
-    result["files"] = [
-        "head_to_head.json",
-        "head_to_head.md",
-        "head_to_head_roc.png",
-        "head_to_head_decision_curves.png",
-    ]
     write_json(out / "head_to_head.json", result)
     return {**to_jsonable(result), "out_dir": str(out)}
+
+
+def _auc_block(y: np.ndarray, s_ct: np.ndarray, s_mri: np.ndarray, cohort: str) -> tuple[dict, object, object]:
+    """AUCs with DeLong CIs and the paired DeLong test; not available (with the reason) on too few of a class."""
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos < 2 or n_neg < 2:
+        block: dict = {"ct_ci": [None, None], "mri_ci": [None, None]}
+        reason = (f"AUC needs >= 2 MVI+ and >= 2 MVI- {cohort} patients in both runs; "
+                  f"there are {n_pos} MVI+ and {n_neg} MVI-")
+        for key in ("ct", "mri", "delong_z", "delong_p_value", "difference_ct_minus_mri"):
+            na.mark(block, key, reason)
+        return block, None, None
+    auc_ct, auc_mri = stats.roc_auc_ci(y, s_ct), stats.roc_auc_ci(y, s_mri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        delong = stats.delong_test(y, s_ct, s_mri)
+    block = {
+        "ct": auc_ct.auc,
+        "ct_ci": [auc_ct.ci_low, auc_ct.ci_high],
+        "mri": auc_mri.auc,
+        "mri_ci": [auc_mri.ci_low, auc_mri.ci_high],
+        "delong_z": delong.z,
+        "delong_p_value": delong.p_value,
+        "difference_ct_minus_mri": delong.auc_a - delong.auc_b,
+    }
+    same = "the two models rank the patients identically, so the DeLong test is undefined"
+    return na.explain(block, delong_z=same, delong_p_value=same), auc_ct, auc_mri
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
@@ -263,3 +284,14 @@ def _markdown(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _reclassification(y, new, old) -> dict:
+    """Continuous NRI and IDI of ``new`` over ``old``, or the figures marked not available with the reason."""
+    try:
+        return uncertainty.reclassification(y, new, old).as_dict()
+    except ValueError as err:
+        row: dict = {}
+        for key in ("nri", "nri_ci_low", "nri_ci_high", "idi", "idi_ci_low", "idi_ci_high"):
+            na.mark(row, key, str(err))
+        return row

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sp_stats
 
-from mvi_tf import stats
+from mvi_tf import na, stats
 from mvi_tf.evaluation.rundir import RunData, model_label
 from mvi_tf.evaluation.table3 import model_performance
 
@@ -126,9 +126,7 @@ def subgroup_analysis(
             }
             aucs, variances, sen_k, sen_n, spe_k, spe_n = [], [], [], [], [], []
             for level in levels:
-                part = data[strata == level]
-                if part.empty:
-                    continue
+                part = data[strata == level]  # an empty stratum stays in the table, its figures not available
                 perf = model_performance(part["label"].to_numpy(), part[model].to_numpy(), threshold, alpha)
                 rows.append({**base, "kind": "stratum", "stratum": level, **perf})
                 if np.isfinite(perf["auc"]):
@@ -167,6 +165,10 @@ def subgroup_analysis(
                 )
             test["sensitivity_test"], test["sensitivity_p_value"] = _proportion_test(sen_k, sen_n)
             test["specificity_test"], test["specificity_p_value"] = _proportion_test(spe_k, spe_n)
+            na.explain(test, auc_p_value="fewer than two strata with an estimable AUC",
+                       sensitivity_p_value="fewer than two strata with MVI+ patients, or every one in one outcome",
+                       specificity_p_value="fewer than two strata with MVI- patients, or every one in one outcome")
+            test["note"] = "; ".join(dict.fromkeys(test.get(na.KEY, {}).values()))
             rows.append(test)
     return rows
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from mvi_tf import stats
+from mvi_tf import na, stats
 from mvi_tf.evaluation.rundir import COHORT_LABELS, RunData, model_label
 
 MODALITY_LABELS = {"ct": "CE-CT", "mri": "EOB-MRI"}
@@ -19,7 +19,8 @@ def model_performance(y_true: np.ndarray, y_score: np.ndarray, threshold: float,
     """AUC with DeLong CI and SEN/SPE/ACC/PPV/NPV (exact CIs) at ``threshold`` for one model on one cohort.
 
     Cohorts too small for a statistic get NaN and a ``note`` instead of an error, so one thin stratum or an
-    absent cohort does not stop a whole evaluation.
+    absent cohort does not stop a whole evaluation; the row's ``not_available`` entry gives the reason per
+    figure (:mod:`mvi_tf.na`).
     """
     y = np.asarray(y_true).astype(int)
     s = np.asarray(y_score, dtype=float)
@@ -48,7 +49,30 @@ def model_performance(y_true: np.ndarray, y_score: np.ndarray, threshold: float,
     else:
         notes.append("no patients")
     out["note"] = "; ".join(notes)
-    return out
+    return _explain_missing(out, n_pos, n_neg)
+
+
+def _explain_missing(out: dict, n_pos: int, n_neg: int) -> dict:
+    """Record why each undefined figure of a :func:`model_performance` row is missing (:mod:`mvi_tf.na`)."""
+    if not n_pos + n_neg:
+        reasons = dict.fromkeys(("auc", "sensitivity", "specificity", "accuracy", "ppv", "npv"), "no patients")
+    else:
+        classes = f"{n_pos} MVI+ and {n_neg} MVI- patients"
+        single = f"SEN/SPE not estimated on a single class ({classes})"
+        reasons = {
+            "auc": f"AUC needs >= 2 MVI+ and >= 2 MVI- patients; the cohort has {classes}",
+            "sensitivity": single, "specificity": single, "accuracy": single,
+            "ppv": single if not (n_pos and n_neg) else "no patient predicted MVI+ at the threshold",
+            "npv": single if not (n_pos and n_neg) else "no patient predicted MVI- at the threshold",
+        }
+    for key, reason in list(reasons.items()):
+        reasons.update({f"{key}_ci_low": reason, f"{key}_ci_high": reason})
+    reasons["auc_variance"] = reasons["auc"]
+    threshold = out["threshold"]
+    if na.is_missing(threshold):
+        reasons["threshold"] = (f"the train split's Youden cut is {threshold} (a constant score): it calls "
+                                f"{'every' if threshold < 0 else 'no'} patient MVI+")
+    return na.explain(out, **reasons)
 
 
 def performance_rows(runs: list[RunData], cohorts: tuple[str, ...], alpha: float = 0.05) -> list[dict]:

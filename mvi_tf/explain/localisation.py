@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from mvi_tf import na
+
 DEFAULT_TOLERANCE_MM = 5.0
 CASCADE_LEVELS = ("head", "stage4", "stage3", "stage2", "stage1", "stem")
 
@@ -255,13 +257,15 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alph
         counts them, for the trained and the randomised maps. Rates are None for a phase without scored
         patients. ``p_vs_centre`` / ``p_vs_random`` are exact McNemar p-values of the paired
         hits. Where the scores know whether a sign is visible in the phase, ``n_sign_visible`` and ``sign_visible``
-        (the same summary over those patients only) are added.
+        (the same summary over those patients only) are added. A figure the scores cannot define (no scored
+        patient, every map flat, no discordant pair) is None and its dict's ``not_available`` entry gives the
+        reason (:mod:`mvi_tf.na`).
     """
     per_phase: dict[str, dict] = {}
     for phase in phases:
         rows = [s for s in scores if s.phase == phase]
         if not rows:
-            per_phase[phase] = {"n": 0}
+            per_phase[phase] = na.mark({"n": 0}, "hit_rate", NO_SCORABLE_PATIENT)
             warnings.warn(f"No MVI-positive patient with an invasion sector in the ROI for phase {phase!r}.", stacklevel=2)
             continue
         per_phase[phase] = _phase_summary(rows)
@@ -270,6 +274,8 @@ def summarise_scores(scores: Sequence[PatientScore], phases: Sequence[str], alph
             visible = [s for s in known if s.sign_visible]
             per_phase[phase]["n_sign_visible"] = len(visible)
             per_phase[phase]["sign_visible"] = _phase_summary(visible) if visible else None
+            if not visible:
+                na.mark(per_phase[phase], "sign_visible", "no scored patient whose image shows a sign in this phase")
     ranked = [p for p in phases if per_phase[p].get("n")]
     ranked.sort(key=lambda p: (-per_phase[p]["hit_rate"], -(per_phase[p]["energy_fraction"] or 0.0)))
     return {
@@ -289,11 +295,20 @@ def _localises(row: dict, alpha: float) -> bool:
     return row["p_vs_chance"] is not None and row["p_vs_chance"] < alpha
 
 
+NO_SCORABLE_PATIENT = "no MVI-positive patient with an invasion sector on the ROI slice"
+FLAT_MAPS = "every map is flat (nothing left after Grad-CAM's ReLU), so it has no energy to share out"
+NO_DISCORDANT = "no discordant pairs (the maps and the baseline hit the same patients), so McNemar is undefined"
+CONSTANT_MAPS = "a trained or randomised map is constant for every patient, so the rank correlation is undefined"
+
+
 def _phase_summary(rows: Sequence[PatientScore]) -> dict:
-    """Hit rate, energy fraction, both baselines, chance, empty maps and the p-values over ``rows``."""
+    """Hit rate, energy fraction, both baselines, chance, empty maps and the p-values over ``rows``.
+
+    Figures the rows cannot define are None with their reason (:mod:`mvi_tf.na`).
+    """
     hits = [s.hit for s in rows]
     chance = _mean([s.chance for s in rows])
-    return {
+    summary = {
         "n": len(rows),
         "hit_rate": _mean([float(h) for h in hits]),
         "energy_fraction": _mean([s.energy for s in rows]),
@@ -313,3 +328,7 @@ def _phase_summary(rows: Sequence[PatientScore]) -> dict:
         "p_vs_centre": _mcnemar_exact(hits, [s.centre_hit for s in rows]),
         "p_vs_random": _mcnemar_exact(hits, [s.random_hit for s in rows]),
     }
+    na.explain(summary["centre_baseline"], energy_fraction=FLAT_MAPS)
+    na.explain(summary["randomised_weights"], energy_fraction=FLAT_MAPS)
+    return na.explain(summary, energy_fraction=FLAT_MAPS, rank_corr_vs_randomised_mean=CONSTANT_MAPS,
+                      p_vs_centre=NO_DISCORDANT, p_vs_random=NO_DISCORDANT)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mvi_tf import na
 from mvi_tf.explain import localisation as loc
 from mvi_tf.explain.gradcam import DEFAULT_STAGE, ENGINES, METHODS, compute_gradcam, score_view, target_layer_name
 from mvi_tf.explain.overlays import save_patient_maps, save_patient_overlay
@@ -394,19 +395,20 @@ def explain_run(
         "randomisation": randomisation,
         "randomisation_seed": seed,
         "rank_corr_trained_vs_randomised": {
-            p: {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
-                "median": float(np.nanmedian(v)) if np.isfinite(v).any() else None, "n": len(v)}
+            p: na.explain({"mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
+                           "median": float(np.nanmedian(v)) if np.isfinite(v).any() else None, "n": len(v)},
+                          mean=loc.CONSTANT_MAPS, median=loc.CONSTANT_MAPS)
             for p, v in corr.items()
         },
     }
     if scores:
         summary["localisation"] = loc.summarise_scores(scores, phases)
     else:
-        summary["localisation"] = None
         summary["localisation_note"] = (
             "no MVI-positive patient with a truth invasion sector on its ROI slice"
             + ("" if cohort_dir else " (no cohort directory given)")
         )
+        na.mark(summary, "localisation", summary["localisation_note"])
     if randomisation == "cascading":
         summary["cascading_rank_corr"] = _cascade(
             model, examples, phases, selected_idx, method, batch_size, seed, maps, engine, stage

@@ -388,6 +388,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append(f"Validation-split AUC (n={auc['n']}): "
                      + ", ".join(f"{m} {_fmt(auc.get(m))}" for m in ("float32", "dynamic", "int8") if m in auc)
                      + " (target: quantised within 0.01 of float32).")
+        lines += [f"Not available: {reason}." for reason in dict.fromkeys((auc.get("not_available") or {}).values())]
     elif auc:
         lines.append(f"Validation-split AUC: {auc}.")
     lines += ["", "## TFLite models", "", INT8_NOTE, ""]

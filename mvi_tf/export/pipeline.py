@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mvi_tf import na
 from mvi_tf.export import model_card as card_lib
 from mvi_tf.export import saved_model as sm
 from mvi_tf.export import tflite as tfl
@@ -290,10 +291,14 @@ def _export_tflite(version_dir, out_base, name, calib, parity_inputs, keras_out,
     info["int8_size_ratio_vs_float32"] = info["int8"]["bytes"] / float_bytes
     if val_inputs is not None:
         aucs = {mode: _auc(val_labels, scores) for mode, scores in val_scores.items()}
-        parity["validation_auc"] = {"n": len(val_labels), **aucs}
+        n_pos = int(np.sum(np.asarray(val_labels) == 1))
+        reason = (f"AUC needs both classes; the validation split has {n_pos} MVI+ and "
+                  f"{len(val_labels) - n_pos} MVI- patients")
+        parity["validation_auc"] = na.explain({"n": len(val_labels), **aucs}, **dict.fromkeys(aucs, reason))
         for mode in ("dynamic", "int8"):
             delta = None if aucs[mode] is None or aucs["float32"] is None else abs(aucs[mode] - aucs["float32"])
-            parity[f"tflite_{mode}_auc_abs_diff_vs_float32"] = {"value": delta, "limit": QUANTISED_AUC_TARGET}
+            parity[f"tflite_{mode}_auc_abs_diff_vs_float32"] = na.explain(
+                {"value": delta, "limit": QUANTISED_AUC_TARGET}, value=reason)
             if delta is not None and delta > QUANTISED_AUC_TARGET:
                 logger.warning("TFLite %s AUC differs from float32 by %.4f (> %.2f target)", mode, delta,
                                QUANTISED_AUC_TARGET)

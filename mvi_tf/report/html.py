@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from mvi_tf import na
 from mvi_tf.report.cohort_table import cohort_characteristics
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def _figures(paths: Iterable[Path], limit: int | None = None) -> str:
 
 
 def _frame(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0, escape=True)
+    return frame.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4g}", border=0, escape=True)
 
 
 def _csv(path: Path) -> str:
@@ -78,6 +79,12 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for key, value in obj.items():
+            if key == na.KEY:
+                continue  # each reason is shown in place of its figure
+            missing = na.get(obj, key)
+            if value is None and isinstance(missing, na.NotAvailable):
+                out[f"{prefix}.{key}" if prefix else str(key)] = str(missing)
+                continue
             out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     if isinstance(obj, list) and len(obj) > 12:
@@ -89,6 +96,27 @@ def _json_table(path: Path) -> str:
     flat = _flat(json.loads(path.read_text()))
     frame = pd.DataFrame({"quantity": list(flat), "value": [str(v) for v in flat.values()]})
     return f"<h4>{_esc(path.name)}</h4>" + _frame(frame)
+
+
+def _row_label(row: dict) -> str:
+    parts = [str(row.get(k)) for k in ("modality", "model_label", "cohort", "factor", "stratum") if row.get(k)]
+    return " ".join(parts)
+
+
+def _evaluation_reasons(path: Path) -> str:
+    """The figures of evaluation.json that the cohort cannot define, one line per reason (mvi_tf.na)."""
+    if not path.exists():
+        return ""
+    result = json.loads(path.read_text())
+    grouped: dict[str, dict[str, None]] = {}
+    for row in [*result.get("performance", []), *result.get("subgroups", [])]:
+        for key, reason in (row.get(na.KEY) or {}).items():
+            if not key.endswith(("_ci_low", "_ci_high", "_variance")):
+                grouped.setdefault(f"{key}: {reason}", {})[_row_label(row)] = None
+    if not grouped:
+        return ""
+    items = "".join(f"<li>{_esc(reason)} ({_esc(', '.join(rows))})</li>" for reason, rows in grouped.items())
+    return f'<h4>Not available on this cohort</h4><ul class="missing">{items}</ul>'
 
 
 def _missing(what: str) -> str:
@@ -162,6 +190,7 @@ def build_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
         body += "".join(_csv(p) for p in table3)
         body += _figures(p for p in evaluation.glob("*.png") if "roc" in p.name.lower())
         body += _figures(p for p in evaluation.glob("*.png") if "decision" in p.name.lower())
+        body += _evaluation_reasons(evaluation / "evaluation.json")
     parts.append(_section("Model performance (Table 3), ROC and decision curves", body or _missing("evaluation")))
 
     body = ""

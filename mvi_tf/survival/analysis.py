@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from mvi_tf import na
 from mvi_tf.survival.estimators import (
     cox_regression,
     kaplan_meier,
@@ -253,16 +254,25 @@ def _attempt(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]
         return None, str(err)
 
 
+def _not_estimable(reason: str, *keys: str) -> dict[str, Any]:
+    """An estimate that the sample cannot define: ``error`` plus each key None with the reason (mvi_tf.na)."""
+    result: dict[str, Any] = {"error": reason}
+    for key in keys:
+        na.mark(result, key, reason)
+    return result
+
+
 def _km_summary(durations: np.ndarray, events: np.ndarray) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         curve = kaplan_meier(durations, events)
-    return {
+    summary = {
         "n": curve.n,
         "events": curve.total_events,
         "median": _finite(curve.median),
         "median_ci": [_finite(curve.median_ci_lower), _finite(curve.median_ci_upper)],
     }
+    return na.explain(summary, median="not reached: the Kaplan-Meier curve stays above 50%")
 
 
 def _cox_summary(frame: pd.DataFrame, duration_col: str, event_col: str, covariate: str) -> dict[str, Any]:
@@ -270,7 +280,7 @@ def _cox_summary(frame: pd.DataFrame, duration_col: str, event_col: str, covaria
         warnings.simplefilter("ignore")
         result, error = _attempt(cox_regression, frame, duration_col, event_col, [covariate])
     if result is None:
-        return {"error": error}
+        return _not_estimable(f"HR not estimable: {error}", "hazard_ratio", "p_value")
     if result.convergence_warnings:
         # lifelines warns on (quasi-)complete separation or a fit that did not settle; the coefficient then
         # drifts towards +-infinity (R: "coefficient may be infinite") and its HR must not be reported.
@@ -280,7 +290,7 @@ def _cox_summary(frame: pd.DataFrame, duration_col: str, event_col: str, covaria
             if "separation" in text
             else "the Newton-Raphson fit did not converge"
         )
-        return {"error": f"HR not estimable: {reason}"}
+        return _not_estimable(f"HR not estimable: {reason}", "hazard_ratio", "p_value")
     row = result.summary.loc[covariate]
     return {
         "coef": _finite(row["coef"]),
@@ -302,12 +312,16 @@ def _grouping_analysis(
     mask = present.to_numpy(bool)
     groups = {}
     for name, member in ((present_name, mask), (absent_name, ~mask)):
-        groups[name] = _km_summary(durations[member], events[member]) if member.any() else {"n": 0}
+        groups[name] = (
+            _km_summary(durations[member], events[member])
+            if member.any()
+            else na.mark({"n": 0}, "median", "no patients in this group")
+        )
     logrank, logrank_error = _attempt(logrank_test, durations, events, np.where(mask, 1, 0))
     cox_frame = frame[[duration_col, event_col]].assign(mvi_present=mask.astype(float))
     no_events = [name for name, group in groups.items() if group["n"] and not group["events"]]
     cox = (
-        {"error": f"HR not estimable: no events among {' and '.join(no_events)}"}
+        _not_estimable(f"HR not estimable: no events among {' and '.join(no_events)}", "hazard_ratio", "p_value")
         if no_events
         else _cox_summary(cox_frame, duration_col, event_col, "mvi_present")
     )
@@ -323,7 +337,7 @@ def _grouping_analysis(
                 "p_value": float(logrank.p_value),
             }
             if logrank is not None
-            else {"error": logrank_error}
+            else _not_estimable(f"log-rank test not possible: {logrank_error}", "p_value")
         ),
         "cox": cox,
     }
@@ -354,8 +368,9 @@ def _endpoint_analysis(
             "median_ci": [_finite(follow_up.ci_lower), _finite(follow_up.ci_upper)],
         }
         if follow_up is not None
-        else {"median": None, "error": follow_up_error}
+        else _not_estimable(f"median follow-up not estimable: {follow_up_error}", "median")
     )
+    na.explain(result["follow_up"], median="not reached: the reverse Kaplan-Meier curve stays above 50%")
     result["follow_up"]["range"] = [float(durations.min()), float(durations.max())]
     result["overall"] = _km_summary(durations, events)
     result["predicted"] = _grouping_analysis(
@@ -693,9 +708,9 @@ def _none(value: Any) -> float | None:
 def _annotation(grouping: dict[str, Any]) -> str:
     parts = []
     logrank, cox = grouping["logrank"], grouping["cox"]
-    if "p_value" in logrank:
+    if "error" not in logrank:
         parts.append(f"Log-rank p = {_format_p(logrank['p_value'])}")
-    if "hazard_ratio" in cox:
+    if "error" not in cox:
         parts.append(f"HR {_format_number(cox['hazard_ratio'], 2)} ({_format_ci(cox['hr_ci'], 2)})")
     return "\n".join(parts) if parts else "Log-rank test not estimable"
 

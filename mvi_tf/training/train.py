@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mvi_tf import na
 from mvi_tf.config import Config, load_config
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
     if y.size == 0 or y.min() == y.max():
         return None
     return float(roc_auc_score(y, score))
+
+
+def _auc_missing_reason(y: np.ndarray) -> str:
+    y = np.asarray(y).astype(int)
+    return f"AUC needs both classes; the split has {int(y.sum())} MVI+ and {int((1 - y).sum())} MVI- patients"
 
 
 def _youden(y: np.ndarray, score: np.ndarray) -> float:
@@ -420,9 +426,13 @@ def _evaluate_run(
     thresholds = {name: _youden(train_rows["label"].to_numpy(), train_rows[name].to_numpy()) for name in all_models}
     (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
     auc = {
-        name: {s: _auc(g["label"].to_numpy(), g[name].to_numpy()) for s, g in frame.groupby("split")}
+        name: na.explain(
+            {s: _auc(g["label"].to_numpy(), g[name].to_numpy()) for s, g in frame.groupby("split")},
+            **{s: _auc_missing_reason(g["label"].to_numpy()) for s, g in frame.groupby("split")},
+        )
         for name in all_models
     }
+    constant = [name for name in all_models if np.ptp(train_rows[name].to_numpy()) == 0]
     metrics = {
         "modality": modality,
         "seed": config.train.seed,
@@ -433,6 +443,11 @@ def _evaluate_run(
         "auc": auc,
         "best_val_auc": {r.name: (None if not np.isfinite(r.best_val_auc) else r.best_val_auc) for r in results},
         "threshold_source": "Youden index on split=train",
+        "youden": na.explain(
+            {name: (None if name in constant else thresholds[name]) for name in all_models},
+            **{name: f"a constant score on the train split has no Youden cut; thresholds.json holds "
+                     f"{thresholds[name]:g} as a stand-in" for name in constant},
+        ),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -338,6 +338,7 @@ def test_constant_model_with_infinite_threshold(tmp_path):
     result = evaluate_runs([run], tmp_path / "out", progress=False)
     row = next(r for r in result["performance"] if r["model"] == "fusion" and r["cohort"] == "prospective")
     assert (row["sensitivity"], row["specificity"], row["auc"], row["threshold"]) == (1.0, 0.0, 0.5, None)
+    assert "calls every patient MVI+" in row["not_available"]["threshold"]
 
 
 def test_table3_shows_exact_cis_for_sen_spe_acc(evaluation, runs):
@@ -437,3 +438,43 @@ def test_degenerate_cohort_gets_notes_not_errors(tmp_path):
     comparison = next(r for r in result["improvement"] if r["cohort"] == "prospective")
     assert "not estimable" in comparison["note"]
     assert (tmp_path / "out" / "calibration_ct_prospective.png").is_file()
+
+
+def test_single_class_prospective_cohort_is_reported_not_available(tmp_path):
+    """A pilot whose prospective patients are all MVI-negative: evaluate and compare exit 0, write what they
+    can (training figures, specificity McNemar, decision curves) and give the reason for each missing AUC."""
+    patients = _patients(seed=11)
+    patients.loc[patients["split"] == "prospective", "label"] = 0
+    ct = _write_run(tmp_path, "ct", patients, seed=1)
+    mri = _write_run(tmp_path / "m", "mri", patients, seed=2)
+    cli = CliRunner()
+    res = cli.invoke(main, ["evaluate", "--run", str(ct), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "ct CDLM prospective: AUC not available (AUC needs >= 2 MVI+ and >= 2 MVI- patients; the cohort " \
+           "has 0 MVI+ and 50 MVI- patients)" in res.output
+    assert "ct CDLM training: AUC 0." in res.output
+    stored = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    row = next(r for r in stored["performance"] if r["model"] == "cdlm" and r["cohort"] == "prospective")
+    assert row["auc"] is None and "0 MVI+ and 50 MVI-" in row["not_available"]["auc"]
+    assert "single class" in row["not_available"]["sensitivity"]
+    res = cli.invoke(main, ["compare", "--ct-run", str(ct), "--mri-run", str(mri), "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    assert "AUC n/a vs n/a (DeLong p = n/a)" in res.output
+    assert "AUC needs >= 2 MVI+ and >= 2 MVI- prospective patients in both runs; there are 0 MVI+" in res.output
+    h2h = json.loads((tmp_path / "cmp" / "head_to_head.json").read_text())
+    assert h2h["auc"]["delong_p_value"] is None and "0 MVI+" in h2h["auc"]["not_available"]["delong_p_value"]
+    assert h2h["sensitivity"]["n"] == 0 and "no MVI+ patients" in h2h["sensitivity"]["not_available"]["ct"]
+    assert h2h["specificity"]["n"] == 50 and h2h["specificity"]["mcnemar_exact_p_value"] is not None
+    assert not (tmp_path / "cmp" / "head_to_head_roc.png").exists()
+    assert (tmp_path / "cmp" / "head_to_head_decision_curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_empty_stratum_stays_in_the_subgroup_table_with_its_reason(tmp_path):
+    patients = _patients(seed=12)
+    patients["tumour_size_cm"] = 3.0  # nobody above 5 cm
+    run = _write_run(tmp_path, "ct", patients, seed=1)
+    result = evaluate_runs([run], tmp_path / "out", progress=False)
+    empty = [r for r in result["subgroups"] if r["factor"] == "tumour_size" and r["stratum"] == "> 5 cm"]
+    assert empty and all(r["n"] == 0 and r["not_available"]["auc"] == "no patients" for r in empty)
+    test = next(r for r in result["subgroups"] if r["factor"] == "tumour_size" and r["kind"] == "test")
+    assert "fewer than two strata" in test["not_available"]["auc_p_value"]

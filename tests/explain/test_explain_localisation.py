@@ -103,3 +103,21 @@ def test_summary_splits_out_patients_whose_phase_shows_a_sign():
     assert loc.summarise_scores(worse, ["arterial"])["localising_phases"] == []
     unknown = [loc.PatientScore("e", "arterial", True, 0.5, False, 0.1, False, 0.2, 0.15, 0.0)]
     assert "sign_visible" not in loc.summarise_scores(unknown, ["arterial"])["per_phase"]["arterial"]
+
+
+def test_summary_gives_the_reason_for_every_figure_a_pilot_cannot_define():
+    """Two patients whose trained and randomised maps are all flat (as on a one-epoch pilot), and a phase with
+    no scorable patient: the figures are None with their reasons, the rest is still computed."""
+    sector, flat = _sector(), np.zeros((32, 32))
+    scores = [loc.score_patient(f"P{i}", "arterial", flat, flat, sector, 1.0) for i in range(2)]
+    with pytest.warns(UserWarning, match="portal"):
+        summary = loc.summarise_scores(scores, ["arterial", "portal"])
+    art, portal = summary["per_phase"]["arterial"], summary["per_phase"]["portal"]
+    assert art["hit_rate"] == 0.0 and art["n_empty_maps"] == 2 and art["p_vs_chance"] == 1.0
+    assert art["energy_fraction"] is None and "flat" in art["not_available"]["energy_fraction"]
+    assert "flat" in art["randomised_weights"]["not_available"]["energy_fraction"]
+    assert "energy_fraction" not in art["centre_baseline"].get("not_available", {})
+    assert "discordant" in art["not_available"]["p_vs_centre"]
+    assert "constant" in art["not_available"]["rank_corr_vs_randomised_mean"]
+    assert portal["hit_rate"] is None and "no MVI-positive patient" in portal["not_available"]["hit_rate"]
+    assert summary["phase_ranking"] == ["arterial"] and summary["localising_phases"] == []

@@ -165,15 +165,19 @@ def test_cohort_selection_and_degenerate_groups(tmp_path: Path) -> None:
     predictions.to_csv(run / "predictions.csv", index=False)
     result = survival_analysis([run], tmp_path / "out", cohorts=("all",))
     pfs_analysis = next(a for a in result["analyses"] if a["endpoint"] == "pfs")
+    reason = "HR not estimable: no events among MVI absent (pathology)"
     assert pfs_analysis["histopathology"]["cox"] == {
-        "error": "HR not estimable: no events among MVI absent (pathology)"
+        "error": reason, "hazard_ratio": None, "p_value": None,
+        "not_available": {"hazard_ratio": reason, "p_value": reason},
     }
     assert pfs_analysis["histopathology"]["logrank"]["p_value"] < 0.05
     os_analysis = next(a for a in result["analyses"] if a["endpoint"] == "os")
     assert os_analysis["n"] == 40 and os_analysis["cohort"] == "all"
     assert "single group" in os_analysis["predicted"]["logrank"]["error"]
+    assert os_analysis["predicted"]["logrank"]["p_value"] is None
+    assert "single group" in os_analysis["predicted"]["logrank"]["not_available"]["p_value"]
     assert "constant" in os_analysis["predicted"]["cox"]["error"]
-    assert "p_value" in os_analysis["histopathology"]["logrank"]
+    assert os_analysis["histopathology"]["logrank"]["p_value"] is not None
     assert result["synthetic"] is False
     assert "SYNTHETIC" not in (tmp_path / "out" / "survival_table.md").read_text()
     table = pd.read_csv(tmp_path / "out" / "survival_table.csv")
