@@ -292,6 +292,6 @@ def _reclassification(y, new, old) -> dict:
         return uncertainty.reclassification(y, new, old).as_dict()
     except ValueError as err:
         row: dict = {}
-        for key in ("nri", "nri_ci_low", "nri_ci_high", "idi", "idi_ci_low", "idi_ci_high"):
+        for key in ("nri", "nri_ci_low", "nri_ci_high", "nri_p", "idi", "idi_ci_low", "idi_ci_high", "idi_p"):
             na.mark(row, key, str(err))
         return row
