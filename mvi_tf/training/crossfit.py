@@ -161,7 +161,7 @@ def _without_signatures(n_phases: int, labels: np.ndarray) -> StackingHead:
     """A head that predicts the rows' prevalence (clipped away from 0 and 1) and ignores every signature."""
     prevalence = float(np.clip(labels.mean() if labels.size else 0.5, 0.01, 0.99))
     return StackingHead(intercept=float(np.log(prevalence / (1 - prevalence))), offset_coef=0.0,
-                        signature_coef=(0.0,) * n_phases, penalty=float("inf"), cv_deviance={}, cv_se={},
+                        signature_coef=(0.0,) * n_phases, penalty=float("nan"), cv_deviance={}, cv_se={},
                         n_patients=int(labels.size))
 
 

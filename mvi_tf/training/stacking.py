@@ -9,12 +9,14 @@ nothing:
     logit P(MVI) = intercept + offset_coef * offset + sum_p signature_coef[p] * signature_logit[p]
 
 ``offset`` is the linear predictor of a logistic model of the selected tabular factors (the CDLM) or absent (the
-fusion model); its coefficient is free. The signature coefficients carry an L2 penalty on standardised logits and
-are non-negative (a rising signature never lowers the risk, so each phase's attention map keeps the meaning
-"evidence for MVI"). The penalty is chosen by stratified cross-validation of the held-out deviance with the
-one-standard-error rule (the largest penalty whose mean deviance is within one standard error of the smallest,
-as glmnet's ``lambda.1se``), and the grid ends with an infinite penalty, which removes the signatures: unless they
-add clearly out of fold, the CDLM falls back to the logistic model of its own factors.
+fusion model); its coefficient is free. On standardised logits ``z_p`` the signature part is
+``c * mean_p(z_p) + sum_p d_p * z_p`` with ``c, d_p >= 0`` (a rising signature never lowers the risk, so each
+phase's attention map keeps the meaning "evidence for MVI"): ``c`` is a common weight, free, and the phase-specific
+``d_p`` carry an L2 penalty that shrinks them towards that common weight, so that a phase earns a weight of its own
+only when it adds out of fold. The candidates, simplest first: the signatures dropped (CDLM only: the logistic
+model of its own factors), one common weight (``penalty = inf``), then ever smaller penalties. The chosen one is the
+simplest whose cross-validated deviance is within one standard error of the best (glmnet's ``lambda.1se`` rule):
+unless the signatures add clearly on patients their networks did not see, the CDLM falls back to its factors.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Penalties tried (per patient, on standardised signature logits); ``inf`` drops the signatures.
-DEFAULT_PENALTIES: tuple[float, ...] = (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, float("inf"))
+#: Finite penalties tried (per patient, on the standardised phase-specific coefficients), after the signatures
+#: dropped (CDLM) and the common weight alone (``inf``).
+DEFAULT_PENALTIES: tuple[float, ...] = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.0)
+DROP = "drop"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,7 @@ class StackingHead:
     signature_coef : tuple of float
         One non-negative coefficient per signature logit, in input order.
     penalty : float
-        The chosen L2 penalty (``inf``: signatures dropped).
+        The chosen L2 penalty on the phase-specific weights (``inf``: one common weight; NaN: signatures dropped).
     cv_deviance : dict
         Penalty (as text) -> mean held-out deviance per patient over the cross-validation folds.
     cv_se : dict
@@ -68,7 +72,7 @@ class StackingHead:
         """JSON form (an infinite penalty is written as the string ``"inf"``)."""
         doc = dataclasses.asdict(self)
         doc["signature_coef"] = list(self.signature_coef)
-        doc["penalty"] = "inf" if np.isinf(self.penalty) else self.penalty
+        doc["penalty"] = DROP if np.isnan(self.penalty) else ("inf" if np.isinf(self.penalty) else self.penalty)
         return doc
 
 
@@ -84,41 +88,41 @@ def _design(signature_logits, offset) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return z, off, np.stack([centre, scale])
 
 
-def _fit_penalised(z, off, y, penalty, nonneg) -> np.ndarray:
-    """Minimise mean log-loss + penalty/2 * |b|^2 over (intercept, offset coef, b); returns the parameters."""
-    from scipy.optimize import minimize
-
+def _columns(z, off, candidate) -> tuple[np.ndarray, np.ndarray, list]:
+    """Design matrix, per-column penalty and bounds of one candidate: [1, offset, mean z, z_1..z_P] or a subset."""
     n, p = z.shape
     k = off.shape[1]
-    x = np.hstack([np.ones((n, 1)), off, z])
-    use = np.ones(1 + k + p, dtype=bool)
-    if np.isinf(penalty):
-        use[1 + k:] = False
-    xs = x[:, use]
-    reg = np.zeros(xs.shape[1])
-    if not np.isinf(penalty):
-        reg[1 + k:] = penalty
-    reg[1:1 + k] = 1e-6  # keeps the offset coefficient finite when the offset separates the classes
+    parts, reg = [np.ones((n, 1)), off], [0.0] + [1e-6] * k  # a tiny ridge keeps the offset coefficient finite
+    if candidate != DROP:
+        parts.append(z.mean(axis=1, keepdims=True))
+        reg.append(0.0)
+        if np.isfinite(candidate):
+            parts.append(z)
+            reg += [float(candidate)] * p
+    x = np.hstack(parts)
+    bounds = [(None, None)] * (1 + k) + [(0.0, None)] * (x.shape[1] - 1 - k)
+    return x, np.asarray(reg), bounds
+
+
+def _fit(x, y, reg, bounds, nonneg) -> np.ndarray:
+    """Minimise mean log-loss + sum(reg * theta^2) / 2; returns theta."""
+    from scipy.optimize import minimize
 
     def objective(theta):
-        eta = xs @ theta
+        eta = x @ theta
         loss = np.mean(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(reg * theta * theta)
-        grad = xs.T @ (1.0 / (1.0 + np.exp(-eta)) - y) / n + reg * theta
+        grad = x.T @ (1.0 / (1.0 + np.exp(-eta)) - y) / len(y) + reg * theta
         return loss, grad
 
-    bounds = [(None, None)] * (1 + k) + [(0.0, None) if nonneg else (None, None)] * int(use[1 + k:].sum())
-    start = np.zeros(xs.shape[1])
+    start = np.zeros(x.shape[1])
     start[0] = np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6))
-    if k:
-        start[1] = 1.0
-    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
-    theta = np.zeros(1 + k + p)
-    theta[use] = result.x
-    return theta
+    if not nonneg:
+        bounds = [(None, None)] * len(bounds)
+    return minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
-def _deviance(theta, z, off, y) -> float:
-    eta = np.hstack([np.ones((z.shape[0], 1)), off, z]) @ theta
+def _deviance(theta, x, y) -> float:
+    eta = x @ theta
     return float(2.0 * np.mean(np.logaddexp(0.0, eta) - y * eta))
 
 
@@ -132,6 +136,10 @@ def _folds(y: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
     return [test for _, test in splitter.split(np.zeros(len(y)), y)]
 
 
+def _key(candidate) -> str:
+    return DROP if candidate == DROP else repr(float(candidate))
+
+
 def fit_stacking_head(
     signature_logits: np.ndarray,
     y: Sequence[int],
@@ -141,7 +149,7 @@ def fit_stacking_head(
     seed: int = 0,
     nonneg: bool = True,
 ) -> StackingHead:
-    """Fit a stacking head on out-of-fold signature logits, choosing the penalty by cross-validation.
+    """Fit a stacking head on out-of-fold signature logits, choosing its form by cross-validation.
 
     Parameters
     ----------
@@ -150,15 +158,16 @@ def fit_stacking_head(
     y : sequence of int
         0/1 labels.
     offset : np.ndarray, optional
-        ``(n,)`` linear predictor of the tabular factors' logistic model; its coefficient is unpenalised.
+        ``(n,)`` linear predictor of the tabular factors' logistic model; its coefficient is unpenalised, and with
+        an offset the head may drop the signatures altogether.
     penalties : sequence of float
-        Candidate L2 penalties on the standardised signature coefficients; ``inf`` drops the signatures.
+        Finite L2 penalties on the standardised phase-specific weights, tried after the common weight alone.
     n_folds : int
-        Folds of the stratified cross-validation that chooses the penalty (fewer when a class is smaller).
+        Folds of the stratified cross-validation that chooses the candidate (fewer when a class is smaller).
     seed : int
         Seed of the fold assignment.
     nonneg : bool
-        Constrain the signature coefficients to be >= 0.
+        Constrain the signature weights to be >= 0.
 
     Returns
     -------
@@ -170,39 +179,49 @@ def fit_stacking_head(
     z, off, (centre, scale) = _design(signature_logits, offset)
     if z.shape[0] != y.size or off.shape[0] != y.size:
         raise ValueError(f"Inputs must have one row per label. Received: {z.shape[0]}, {off.shape[0]}, {y.size}")
-    if not penalties:
-        raise ValueError(f"`penalties` must not be empty. Received: penalties={penalties}")
+    candidates = ([DROP] if offset is not None else []) + [float("inf")]
+    candidates += sorted((float(p) for p in penalties if np.isfinite(p)), reverse=True)
     folds = _folds(y, n_folds, seed)
     cv_mean, cv_se = {}, {}
-    for penalty in penalties:
+    for candidate in candidates:
+        x, reg, bounds = _columns(z, off, candidate)
         losses = []
         for test in folds:
             train = np.setdiff1d(np.arange(y.size), test)
-            theta = _fit_penalised(z[train], off[train], y[train], penalty, nonneg)
-            losses.append(_deviance(theta, z[test], off[test], y[test]))
+            losses.append(_deviance(_fit(x[train], y[train], reg, bounds, nonneg), x[test], y[test]))
         if losses:
-            cv_mean[repr(float(penalty))] = float(np.mean(losses))
-            cv_se[repr(float(penalty))] = float(np.std(losses, ddof=1) / np.sqrt(len(losses)))
-    chosen = _one_se_penalty(penalties, cv_mean, cv_se)
-    theta = _fit_penalised(z, off, y, chosen, nonneg)
-    k = off.shape[1]
-    coef = theta[1 + k:] / scale
-    intercept = float(theta[0] - np.sum(coef * centre))
-    return StackingHead(
-        intercept=intercept,
-        offset_coef=float(theta[1]) if k else 0.0,
-        signature_coef=tuple(float(c) for c in coef),
-        penalty=float(chosen),
-        cv_deviance=cv_mean,
-        cv_se=cv_se,
-        n_patients=int(y.size),
-    )
+            cv_mean[_key(candidate)] = float(np.mean(losses))
+            cv_se[_key(candidate)] = float(np.std(losses, ddof=1) / np.sqrt(len(losses)))
+    chosen = _one_se_choice(candidates, cv_mean, cv_se)
+    x, reg, bounds = _columns(z, off, chosen)
+    theta = _fit(x, y, reg, bounds, nonneg)
+    return _to_head(theta, chosen, off.shape[1], centre, scale, cv_mean, cv_se, y.size)
 
 
-def _one_se_penalty(penalties, cv_mean, cv_se) -> float:
-    """The largest penalty whose mean held-out deviance is within one standard error of the smallest mean."""
+def _one_se_choice(candidates, cv_mean, cv_se):
+    """The first (simplest) candidate whose mean deviance is within one standard error of the smallest mean."""
     if not cv_mean:
-        return float("inf")
+        return candidates[0]
     best = min(cv_mean, key=cv_mean.get)
     bound = cv_mean[best] + cv_se[best]
-    return max(float(p) for p in penalties if cv_mean.get(repr(float(p)), np.inf) <= bound)
+    return next(c for c in candidates if cv_mean.get(_key(c), np.inf) <= bound)
+
+
+def _to_head(theta, chosen, k, centre, scale, cv_mean, cv_se, n) -> StackingHead:
+    """Coefficients on the raw logits: b_p = (c / P + d_p) / scale_p, intercept adjusted for the centring."""
+    p = len(centre)
+    weights = np.zeros(p)
+    if chosen != DROP:
+        weights += theta[1 + k] / p
+        if np.isfinite(chosen):
+            weights += theta[2 + k:]
+    coef = weights / scale
+    return StackingHead(
+        intercept=float(theta[0] - np.sum(coef * centre)),
+        offset_coef=float(theta[1]) if k else 0.0,
+        signature_coef=tuple(float(c) for c in coef),
+        penalty=float("nan") if chosen == DROP else float(chosen),
+        cv_deviance=cv_mean,
+        cv_se=cv_se,
+        n_patients=int(n),
+    )

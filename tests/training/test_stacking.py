@@ -23,7 +23,7 @@ def _cohort(n: int, seed: int, signal: float):
 def test_noise_signatures_get_no_weight_and_the_head_keeps_its_factors():
     y, offset, logits = _cohort(400, 0, signal=0.0)
     head = fit_stacking_head(logits, y, offset=offset, seed=0)
-    assert max(head.signature_coef) < 0.05
+    assert head.to_dict()["penalty"] == "drop" and max(head.signature_coef) == 0.0
     assert head.offset_coef == pytest.approx(1.0, abs=0.3)
     y2, off2, log2 = _cohort(2000, 1, signal=0.0)
     assert roc_auc_score(y2, head.logit(log2, off2)) >= roc_auc_score(y2, off2) - 0.01
@@ -33,7 +33,8 @@ def test_an_informative_signature_is_used_and_adds_to_the_factors():
     y, offset, logits = _cohort(400, 2, signal=1.5)
     head = fit_stacking_head(logits, y, offset=offset, seed=0)
     assert head.signature_coef[0] > 0.1 and np.isfinite(head.penalty)
-    assert head.signature_coef[0] > 5 * max(head.signature_coef[1:])
+    standardised = np.array(head.signature_coef) * logits.std(axis=0)
+    assert standardised[0] > 3 * max(standardised[1:])
     y2, off2, log2 = _cohort(2000, 3, signal=1.5)
     assert roc_auc_score(y2, head.logit(log2, off2)) > roc_auc_score(y2, off2) + 0.05
 
@@ -46,6 +47,16 @@ def test_a_signature_pointing_the_wrong_way_is_clipped_to_zero():
     assert head.signature_coef[0] == 0.0
     free = fit_stacking_head(flipped, y, offset=offset, seed=0, nonneg=False)
     assert free.signature_coef[0] < -0.1
+
+
+def test_the_fusion_head_without_factors_falls_back_to_one_common_weight_not_to_a_constant():
+    y, _, logits = _cohort(300, 5, signal=0.0)
+    logits[:, 1] = logits[:, 0] + np.random.default_rng(0).normal(0, 1, 300)  # two weak, correlated phases
+    head = fit_stacking_head(logits, y, seed=0)
+    assert head.to_dict()["penalty"] != "drop" and min(head.signature_coef) >= 0.0
+    if np.isinf(head.penalty):
+        standardised = np.array(head.signature_coef) * logits.std(axis=0)
+        np.testing.assert_allclose(standardised, standardised[0], rtol=1e-9)
 
 
 def test_head_rejects_single_class_and_misaligned_rows():
