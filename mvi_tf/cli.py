@@ -13,7 +13,9 @@ from mvi_tf import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mvi-tf")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's C++ and Python start-up logging (silenced by default).")
+def main(verbose: bool) -> None:
     """Predict microvascular invasion (MVI) of hepatocellular carcinoma from multiphase CT and
     gadoxetic-acid MRI.
 
@@ -31,6 +33,10 @@ def main() -> None:
       predict  -> MVI probability for one new patient
       demo     -> all of the above on the bundled synthetic cohort
     """
+    if not verbose:
+        from mvi_tf.console import quiet_tensorflow
+
+        quiet_tensorflow()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -486,3 +492,7 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
         click.echo(f"  phases that localise (p < {localisation.get('alpha', 0.05)} against both baselines and chance): "
                    f"{', '.join(carriers) if carriers else 'none'}")
     click.echo(f"summary: {out_dir}/explain_summary.json")
+
+
+if __name__ == "__main__":
+    main()
