@@ -181,7 +181,8 @@ def _figure_caption(name: str) -> str | None:
             "decision_curves": f"Decision curves on the {where}: net benefit of each model against the threshold "
                                "probability, with treat-all and treat-none.",
             "calibration": f"Calibration of the CDLM on the {where}: observed MVI rate against predicted "
-                           "probability."}[kind]
+                           "probability (lowess curve per model, CDLM risk groups with 95% CI), and how the "
+                           "predictions are spread."}[kind]
 
 
 def _evaluation_figures(evaluation: Path, kind: str) -> list[tuple[Path, str]]:
@@ -229,19 +230,26 @@ def calibration_section(ctx: Context) -> tuple[dict, list[dict]]:
     frame = pd.read_csv(path)
     if "model" in frame:
         frame = frame[frame["model"].isin(["cdlm", "radiological"])]
-    columns = ["Modality", "Model", "Cohort", "Centre", "n (events)", "O/E (95% CI)", "Intercept (95% CI)",
-               "Slope (95% CI)", "Brier"]
-    rows, notes = [], []
-    for _, r in frame.iterrows():
-        events = "" if missing(r.get("n_events")) else f" ({int(r['n_events'])})"
-        n = "n/a" if missing(r.get("n")) else f"{int(r['n'])}{events}"
-        rows.append([modality_name(r.get("modality")), B.cell(r.get("model_label", ""), "model"),
-                     COHORT_WORDS.get(r.get("cohort"), r.get("cohort")), r.get("centre", ""), n,
-                     _ci_of(r, "oe_ratio"), _ci_of(r, "intercept"), _ci_of(r, "slope"), fmt_num(r.get("brier"))])
-        if not missing(r.get("note")) and r["note"] not in notes:
-            notes.append(str(r["note"]))
+    if "cohort" in frame and frame["cohort"].isin(TABLE3_COHORTS).any():
+        frame = frame[frame["cohort"].isin(TABLE3_COHORTS)]
+    columns = ["Model", "Cohort", "Centre", "n (events)", "O/E (95% CI)", "Intercept (95% CI)", "Slope (95% CI)",
+               "Brier"]
+    rows: list[Any] = []
+    notes: list[str] = []
+    for modality, part in frame.groupby("modality", sort=False):
+        rows.append({"group": modality_name(modality)})
+        for _, r in part.iterrows():
+            events = "" if missing(r.get("n_events")) else f" ({int(r['n_events'])})"
+            n = "n/a" if missing(r.get("n")) else f"{int(r['n'])}{events}"
+            rows.append([B.cell(r.get("model_label", ""), "model"), COHORT_WORDS.get(r.get("cohort"), r.get("cohort")),
+                         r.get("centre", ""), n, _ci_of(r, "oe_ratio"), _ci_of(r, "intercept"), _ci_of(r, "slope"),
+                         fmt_num(r.get("brier"))])
+            reason = "" if missing(r.get("note")) else str(r["note"]).split(" (")[0].split(": the")[0]
+            if reason and reason not in notes:
+                notes.append(reason)
     note = ("Calibration-in-the-large (intercept; 0 is ideal), calibration slope (1 is ideal) and observed/"
-            "expected ratio as in rms::val.prob. " + ("Notes: " + "; ".join(notes[:5]) + "." if notes else ""))
+            "expected ratio as in rms::val.prob; training and prospective cohorts, all centres and each centre. "
+            + ("n/a: " + "; ".join(notes[:4]) + ". " if notes else ""))
     blocks = [B.table("Calibration of the CDLM and the radiological model per cohort and centre", columns, rows,
                       csv=ctx.link(path), note=note)]
     found = _evaluation_figures(ctx.study / "evaluation", "calibration")
@@ -272,6 +280,9 @@ def improvement_section(ctx: Context) -> tuple[dict, list[dict]]:
         csv=ctx.link(path), note=note)]), []
 
 
+FACTOR_NAMES = {"age": "Age", "sex": "Sex", "afp": "AFP", "tumour_size": "Tumour size"}
+
+
 def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Subgroup analysis"
     path = ctx.study / "evaluation" / "subgroups.csv"
@@ -280,6 +291,7 @@ def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
     frame = pd.read_csv(path)
     columns = ["Factor", "Stratum", "n", "AUC (95% CI)", "SEN %", "SPE %", "p (AUC differs)"]
     rows: list[Any] = []
+    reasons: set[str] = set()
     for (modality, cohort), part in frame.groupby(["modality", "cohort"], sort=False):
         model = part["model_label"].iloc[0] if "model_label" in part else "CDLM"
         rows.append({"group": f"{model}, {modality_name(modality)}, {COHORT_WORDS.get(cohort, cohort)}"})
@@ -287,11 +299,15 @@ def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
             test = strata[strata["kind"] == "test"]
             p = fmt_p(test.iloc[0].get("auc_p_value")) if len(test) else "n/a"
             for i, (_, r) in enumerate(strata[strata["kind"] == "stratum"].iterrows()):
-                rows.append([B.cell(str(factor).replace("_", " ") if i == 0 else "", "char"), B.cell(r["stratum"],
-                             "level"), fmt_num(r.get("n"), 0), fmt_ci(r.get("auc"), r.get("auc_ci_low"),
-                             r.get("auc_ci_high")), fmt_pct(r.get("sensitivity")), fmt_pct(r.get("specificity")),
-                             p if i == 0 else ""])
-    note = "p: DeLong test that the AUC is the same in every stratum (independent samples)."
+                factor_name = FACTOR_NAMES.get(str(factor), str(factor).replace("_", " ").capitalize())
+                stratum = str(r["stratum"]).replace("<=", "≤").replace(">=", "≥")
+                if missing(r.get("auc")) and not missing(r.get("note")):
+                    reasons.add(str(r["note"]))
+                rows.append([B.cell(factor_name if i == 0 else "", "char"), B.cell(stratum, "level"),
+                             fmt_num(r.get("n"), 0), fmt_ci(r.get("auc"), r.get("auc_ci_low"), r.get("auc_ci_high")),
+                             fmt_pct(r.get("sensitivity")), fmt_pct(r.get("specificity")), p if i == 0 else ""])
+    note = ("p: DeLong test that the AUC is the same in every stratum (independent samples); n/a where fewer than "
+            "two strata have an AUC. " + ("AUC n/a: " + "; ".join(sorted(reasons)[:4]) + "." if reasons else ""))
     return B.section("subgroups", title, [B.table("CDLM performance by age, sex, AFP and tumour size", columns,
                                                   rows, csv=ctx.link(path), note=note)]), []
 
