@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pandas as pd
 from mvi_tf.report import blocks as B
 from mvi_tf.report.cohort_table import cohort_characteristics
 from mvi_tf.report.formatting import fmt_ci, fmt_num, fmt_p, fmt_pct, missing
+
+log = logging.getLogger(__name__)
 
 MODALITY_NAMES = {"ct": "CE-CT", "mri": "EOB-MRI"}
 COHORT_WORDS = {"training": "training cohort", "train": "training split", "internal_validation":
@@ -197,6 +200,28 @@ def _evaluation_figures(evaluation: Path, kind: str) -> list[tuple[Path, str]]:
     return [(p, c) for p, c in found if c]
 
 
+def _decision_panels(ctx: Context) -> list[tuple[Path, str]]:
+    """Decision curves drawn for the report from each run's predictions (two panels per modality and cohort)."""
+    from mvi_tf.report.figures import decision_curve_panels
+
+    made = []
+    for run in sorted((ctx.study / "runs").glob("*")):
+        if not (run / "predictions.csv").is_file():
+            continue
+        for cohort in TABLE3_COHORTS:
+            out = ctx.study / "report_figures" / f"decision_curves_{run.name}_{cohort}.png"
+            try:
+                path = decision_curve_panels(run, cohort, out, ctx.synthetic)
+            except (OSError, ValueError, KeyError) as err:
+                log.warning("decision curves of %s, %s not drawn: %s", run.name, cohort, err)
+                continue
+            if path is not None:
+                made.append((path, f"Decision curves on the {modality_name(run.name)}, {COHORT_WORDS[cohort]}: left, "
+                                   "net benefit of the CDLM, radiological and clinical models; right, the single-phase "
+                                   "signatures and the fusion model; both against treat-all and treat-none."))
+    return made
+
+
 def performance_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Model performance (Table 3), ROC and decision curves"
     evaluation = ctx.study / "evaluation"
@@ -205,10 +230,16 @@ def performance_section(ctx: Context) -> tuple[dict, list[dict]]:
         return B.section("performance", title, [B.missing("evaluation (mvi-tf evaluate)")]), []
     perf = pd.read_csv(perf_csv)
     blocks = [_table3(perf, ctx.link(perf_csv))]
-    for kind, words in (("roc", "ROC curves"), ("decision_curves", "Decision curves")):
-        found = _evaluation_figures(evaluation, kind)
+    found = _evaluation_figures(evaluation, "roc")
+    if found:
+        blocks += [B.heading("ROC curves"), B.figures(found)]
+    panels = _decision_panels(ctx)
+    if panels:
+        blocks += [B.heading("Decision curves"), B.figures(panels, figure_cls="wide")]
+    else:
+        found = _evaluation_figures(evaluation, "decision_curves")
         if found:
-            blocks += [B.heading(words), B.figures(found)]
+            blocks += [B.heading("Decision curves"), B.figures(found)]
     bayes = _read_json(ctx.cohort / "truth" / "bayes_auc.json") if ctx.synthetic else None
     return B.section("performance", title, blocks), _performance_summary(perf, bayes)
 

@@ -91,6 +91,11 @@ def test_report_embeds_figures_and_banner(full_report):
     assert (study / "report_tables" / "table2_characteristics.csv").is_file()
     assert "data_label" not in html and "auc_variance" not in html and "per_phase" not in html
     assert 'href="explain/ct/explain_summary.json"' in html
+    # Decision curves drawn for the report: the models a surgeon weighs apart from the signatures.
+    for modality in ("ct", "mri"):
+        for cohort in ("training", "prospective"):
+            assert (study / "report_figures" / f"decision_curves_{modality}_{cohort}.png").is_file()
+    assert "left, net benefit of the CDLM, radiological and clinical models; right, the single-phase" in html
 
 
 def test_report_formats_numbers_like_a_paper(full_report):
