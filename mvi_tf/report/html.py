@@ -48,7 +48,15 @@ def _collect(ctx: S.Context) -> tuple[list[dict], list[dict]]:
     """Every section (in report order) and the summary lines (in findings order)."""
     sections, found = [], {}
     for build in SECTIONS:
-        built = build(ctx)
+        try:
+            built = build(ctx)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, OSError) as err:
+            # Outputs of another version or a half-written stage: say so in place, never lose the whole report.
+            name = build.__name__.removesuffix("_section")
+            log.warning("report section %s could not be built: %r", name, err)
+            built = (S.B.section(name, name.replace("headtohead", "head-to-head").capitalize(),
+                                 [S.B.missing(f"{name}: its outputs could not be read ({type(err).__name__}: {err})")]),
+                     [])
         if built is None:
             continue
         section, items = built

@@ -54,6 +54,15 @@ def item(text: str, href: str = "", link_text: str = "details") -> dict[str, str
     return {"text": text, "href": href, "link_text": link_text}
 
 
+def _reason(row: Any) -> str:
+    """Why a number is missing: the row's ``reason`` (or ``note``), '' when it gives none."""
+    for key in ("reason", "note"):
+        value = row.get(key) if hasattr(row, "get") else None
+        if not missing(value):
+            return str(value)
+    return ""
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -118,8 +127,9 @@ TABLE3_COHORTS = ("training", "prospective")
 def _perf_cells(row: pd.Series | None, reasons: list[str], where: str) -> list[str]:
     if row is None:
         return ["n/a"] * 4
-    if missing(row.get("auc")) and not missing(row.get("note")) and row["note"] not in reasons:
-        reasons.append(f"{where}: {row['note']}")
+    reason = _reason(row)
+    if missing(row.get("auc")) and reason and reason not in reasons:
+        reasons.append(f"{where}: {reason}")
     return [fmt_ci(row.get("auc"), row.get("auc_ci_low"), row.get("auc_ci_high")),
             fmt_pct(row.get("sensitivity")), fmt_pct(row.get("specificity")), fmt_pct(row.get("accuracy"))]
 
@@ -151,7 +161,7 @@ def _auc_text(perf: pd.DataFrame, modality: str, model: str, cohort: str) -> str
     if row.empty:
         return "n/a"
     r = row.iloc[0]
-    return fmt_ci(r["auc"], r["auc_ci_low"], r["auc_ci_high"], reason=r.get("note"))
+    return fmt_ci(r["auc"], r.get("auc_ci_low"), r.get("auc_ci_high"), reason=_reason(r))
 
 
 def _performance_summary(perf: pd.DataFrame, bayes: dict | None) -> list[dict]:
@@ -357,12 +367,12 @@ def headtohead_section(ctx: Context) -> tuple[dict, list[dict]]:
 
     rows = [
         ["AUC (95% CI)", fmt_ci(auc.get("ct"), *ci("ct")), fmt_ci(auc.get("mri"), *ci("mri")),
-         fmt_p(auc.get("delong_p_value")), B.cell("paired DeLong", "test")],
+         fmt_p(auc.get("delong_p_value"), _reason(auc)), B.cell("paired DeLong", "test")],
         ["Sensitivity %", fmt_pct(sen.get("ct")), fmt_pct(sen.get("mri")), fmt_p(sen.get("mcnemar_p_value")),
          B.cell("McNemar", "test")],
         ["Specificity %", fmt_pct(spe.get("ct")), fmt_pct(spe.get("mri")), fmt_p(spe.get("mcnemar_p_value")),
          B.cell("McNemar", "test")],
-        ["NRI of MRI over CT (95% CI)", "", _ci_of(nri, "nri", 3), fmt_p(nri.get("nri_p")), ""],
+        ["NRI of MRI over CT (95% CI)", "", _ci_of(nri, "nri", 3), fmt_p(nri.get("nri_p"), _reason(nri)), ""],
         ["IDI of MRI over CT (95% CI)", "", _ci_of(nri, "idi", 3), fmt_p(nri.get("idi_p")), ""],
     ]
     n, cohort = result.get("n_paired"), COHORT_WORDS.get(result.get("cohort"), result.get("cohort"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import matplotlib
 
@@ -152,3 +153,19 @@ def test_report_shows_calibration_and_comparison(tmp_path):
     assert "-0.43 (-0.90–0.10)" in html and "0.88" in html and "unused_column" not in html
     assert "Calibration of the CDLM on the CE-CT, prospective validation cohort" in html
     assert "CDLM versus radiological model" in html and "0.512" in html and "NRI p not estimable" in html
+
+
+def test_report_shows_missing_numbers_with_their_reason_and_survives_odd_outputs(full_report, tmp_path):
+    study, _ = full_report
+    copy = shutil.copytree(study, tmp_path / "study")
+    head = json.loads((copy / "compare" / "head_to_head.json").read_text())
+    head["auc"] = {"ct": None, "mri": None, "ct_ci": None, "mri_ci": None, "delong_p_value": None,
+                   "reason": "a single class among the paired patients"}
+    (copy / "compare" / "head_to_head.json").write_text(json.dumps(head))
+    (copy / "explain" / "mri" / "explain_summary.json").write_text(json.dumps({"modality": "mri", "localisation": 3}))
+    html = build_report(copy).read_text()
+    assert "n/a (a single class among the paired patients)" in html
+    assert "Not available: attention: its outputs could not be read" in html
+    # The other sections are all there.
+    for anchor in ('id="performance"', 'id="survival"', 'id="deployment"'):
+        assert anchor in html
