@@ -19,7 +19,9 @@ def head_cell(text: str, colspan: int = 1, rowspan: int = 1, num: bool = False) 
 def cell(text: Any, cls: str = "") -> dict[str, Any]:
     """One body cell; numbers (and 'n/a') are right-aligned unless ``cls`` says otherwise."""
     text = "" if text is None else str(text)
-    if not cls and text and (set(text) <= NUMERIC_HINT | set("n/a") or text.startswith("n/a")):
+    if not cls and text.startswith("n/a") and len(text) > 24:
+        cls = "na-long"  # 'n/a (reason)': right-aligned but free to wrap
+    elif not cls and text and (set(text) <= NUMERIC_HINT | set("n/a") or text.startswith("n/a")):
         cls = "num"
     return {"text": text, "cls": cls}
 

@@ -50,3 +50,11 @@ def fmt_ci(value: Any, low: Any, high: Any, digits: int = 3, reason: Any = None)
     if missing(low) or missing(high):
         return fmt_num(value, digits)
     return f"{float(value):.{digits}f} ({float(low):.{digits}f}–{float(high):.{digits}f})"
+
+
+def p_equals(p: Any, reason: Any = None) -> str:
+    """``p = 0.0123``, ``p < 0.001`` or ``p n/a`` for running text."""
+    text = fmt_p(p, reason)
+    if text.startswith("<"):
+        return f"p {text}"
+    return f"p {text}" if text.startswith("n/a") else f"p = {text}"

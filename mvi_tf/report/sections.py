@@ -17,7 +17,7 @@ import pandas as pd
 
 from mvi_tf.report import blocks as B
 from mvi_tf.report.cohort_table import cohort_characteristics
-from mvi_tf.report.formatting import fmt_ci, fmt_num, fmt_p, fmt_pct, missing
+from mvi_tf.report.formatting import fmt_ci, fmt_num, fmt_p, fmt_pct, missing, p_equals
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def headtohead_section(ctx: Context) -> tuple[dict, list[dict]]:
         blocks.append(B.figures(figs))
     better = "MRI" if (auc.get("mri") or 0) > (auc.get("ct") or 0) else "CT"
     summary = (f"CT versus MRI on {n} paired patients: AUC {fmt_num(auc.get('ct'))} vs {fmt_num(auc.get('mri'))} "
-               f"(higher with {better}; paired DeLong p = {fmt_p(auc.get('delong_p_value'))}).")
+               f"(higher with {better}; paired DeLong {p_equals(auc.get('delong_p_value'))}).")
     return B.section("head-to-head", title, blocks), [item(summary, "#head-to-head")]
 
 
@@ -508,30 +508,40 @@ def survival_section(ctx: Context) -> tuple[dict, list[dict]]:
     columns = ["Grouping", "n (events)", "Median, MVI present (months)", "Median, MVI absent (months)",
                "HR (95% CI)", "p (log-rank)"]
     rows: list[Any] = []
-    said = []
+    said: list[str] = []
+    reasons: dict[str, int] = {}
     for (modality, endpoint), part in frame.groupby(["modality", "endpoint"], sort=False):
         cohort = COHORT_WORDS.get(part["cohort"].iloc[0], part["cohort"].iloc[0])
         rows.append({"group": f"{modality}, {ENDPOINTS.get(endpoint, endpoint)}, {cohort}"})
         for _, r in part.iterrows():
             events = f"{fmt_num(r.get('n'), 0)} ({fmt_num(r.get('events'), 0)})"
-            hr = fmt_ci(r.get("hazard_ratio"), r.get("hr_lower"), r.get("hr_upper"), 2,
-                        reason=r.get("note") if not missing(r.get("note")) else None)
+            hr = fmt_ci(r.get("hazard_ratio"), r.get("hr_lower"), r.get("hr_upper"), 2)
+            if missing(r.get("hazard_ratio")) and _reason(r):
+                reasons.setdefault(_reason(r), len(reasons) + 1)
+                hr = f"n/a ({reasons[_reason(r)]})"
             continuous = "continuous" in str(r.get("analysis", ""))
             rows.append([B.cell(r.get("analysis", "") if not missing(r.get("analysis")) else str(r.get("note")),
                                 "model"), events, "" if continuous else _median(r, "present"),
                          "" if continuous else _median(r, "absent"), hr,
                          fmt_p(r.get("logrank_p")) if not continuous else fmt_p(r.get("hr_p"))])
             if str(r.get("analysis", "")).startswith("CDLM-predicted"):
-                said.append(f"{ENDPOINTS.get(endpoint, endpoint)} ({modality}): HR {hr}, log-rank p = "
-                            f"{fmt_p(r.get('logrank_p'))}")
+                what = f"{ENDPOINTS.get(endpoint, endpoint)} ({modality})"
+                if missing(r.get("hazard_ratio")) and missing(r.get("logrank_p")):
+                    said.append(f"{what}: not estimable")
+                else:
+                    said.append(f"{what}: HR {fmt_ci(r.get('hazard_ratio'), r.get('hr_lower'), r.get('hr_upper'), 2)}, "
+                                f"log-rank {p_equals(r.get('logrank_p'))}")
     note = ("HR: Cox hazard ratio of MVI present against absent (continuous score: per step of the score, "
-            "p from the Wald test). Medians with 95% CI; n/a where the median is not reached.")
+            "p from the Wald test). Medians with 95% CI; n/a where the median is not reached. "
+            + " ".join(f"n/a ({i}): {text}" for text, i in reasons.items()))
     blocks = [B.table("Survival by CDLM-predicted and histopathological MVI", columns, rows, csv=ctx.link(path),
                       note=note)]
     found = [(p, _km_caption(p.name)) for p in sorted(folder.rglob("km_*.png"))]
     found = [(p, c) for p, c in found if c]
     if found:
         blocks += [B.heading("Kaplan-Meier curves"), B.figures(found)]
+    if said and all(text.endswith("not estimable") for text in said):
+        said = ["not estimable in this cohort (the section gives the reasons)"]
     summary = [item("Survival separation by CDLM-predicted MVI: " + "; ".join(said) + ".", "#survival")] if said else []
     return B.section("survival", title, blocks), summary
 
@@ -572,7 +582,8 @@ def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
         spread = max((r.get("max_abs_difference") or 0) for r in (holdout.get("modalities") or {}).values()) \
             if holdout.get("modalities") else None
         if spread is not None:
-            agreement = f"; the held-out patient's probability agrees across Keras, SavedModel and TFLite within {spread:.1e}"
+            agreement = ("; the held-out patient's probability agrees across Keras, SavedModel and TFLite "
+                         + (f"within {spread:.1g}" if spread > 0 else "exactly"))
     if not blocks:
         return B.section("deployment", title, [B.missing("export (mvi-tf export)")]), []
     text = ("Exported: " + ", ".join(exported) if exported else "Nothing exported") + agreement + "."

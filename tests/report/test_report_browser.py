@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 from study_fixture import make_study
 
@@ -64,7 +65,15 @@ def _run(chromium: str, profile, *args: str) -> subprocess.CompletedProcess:
 def rendered(tmp_path_factory):
     chromium = _chromium()
     root = tmp_path_factory.mktemp("browser")
-    report = build_report(make_study(root))
+    study = make_study(root)
+    # An undefined hazard ratio with a long reason (as a tiny cohort gives) must not widen its table.
+    table = study / "survival" / "survival_table.csv"
+    frame = pd.read_csv(table)
+    frame.loc[0, ["hazard_ratio", "hr_lower", "hr_upper", "logrank_p"]] = float("nan")
+    frame["note"] = frame["note"].astype("object")
+    frame.loc[0, "note"] = "No events among the 5 observations (all censored): the estimate is undefined.; " * 3
+    frame.to_csv(table, index=False)
+    report = build_report(study)
     probe = report.with_name("report_measured.html")
     probe.write_text(report.read_text().replace("</body>", MEASURE + "</body>"))
     result = _run(chromium, root / "profile", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
