@@ -460,8 +460,9 @@ def attention_section(ctx: Context) -> tuple[dict, list[dict]]:
         if summary is None:
             continue
         modality = summary.get("modality", folder.name)
+        method = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}.get(summary.get("method"), summary.get("method"))
         blocks.append(B.heading(f"{modality_name(modality)}: {summary.get('n_patients', 0)} patients explained "
-                                f"({summary.get('method', 'Grad-CAM')})"))
+                                f"({method or 'Grad-CAM'})"))
         if summary.get("localisation"):
             blocks.append(_localisation_table(modality, summary, ctx.link(path)))
             phases = summary["localisation"].get("localising_phases") or []
