@@ -328,9 +328,11 @@ def synth(out_dir: str, seed: int, scale: float, image_size: int, workers: int |
 @click.option("--no-tflite", is_flag=True, help="Write the SavedModel only.")
 def export_command(run_dir: str, out_base: str, name: str | None, records_dir: str | None, no_tflite: bool) -> None:
     """Export a run's CDLM as a versioned SavedModel (TF Serving) and float32/dynamic/int8 TFLite models."""
+    from mvi_tf.console import native_output_filtered
     from mvi_tf.export import export_run
 
-    result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
+    with native_output_filtered():
+        result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
     click.echo(f"SavedModel {result.name} version {result.version}: {result.saved_model_dir}")
     click.echo(f"TF Serving config: {result.models_config}; model card: {result.model_card_md}")
     for path in (result.tflite_float32, result.tflite_dynamic, result.tflite_int8):
@@ -429,10 +431,13 @@ def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask
 
     if mask_path is not None and roi is not None:
         raise click.UsageError("Give either --mask/--mask-phase or --roi, not both.")
+    from mvi_tf.console import native_output_filtered
+
     try:
-        result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
-                                 mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
-                                 backend=backend, run_dir=run_dir, out_dir=out_dir)
+        with native_output_filtered():
+            result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
+                                     mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
+                                     backend=backend, run_dir=run_dir, out_dir=out_dir)
     except (PredictError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps(result, indent=2))

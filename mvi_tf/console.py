@@ -27,7 +27,20 @@ TF_LOG_LINE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)"
 )
+# Lines that TensorFlow Lite's converter and interpreter print without a log prefix and regardless of
+# TF_CPP_MIN_LOG_LEVEL (filtered inside `native_output_filtered` blocks: export, predict).
+TFLITE_NOISE_LINE = re.compile(
+    rb"^(?:INFO: Created TensorFlow Lite (?:XNNPACK )?delegate for CPU\."
+    rb"|fully_quantize: \d+, inference_type: \d+"
+    rb"|Estimated count of arithmetic ops: )"
+)
 QUIET_CPP_LEVEL = "2"  # 0 all, 1 no INFO, 2 no INFO/WARNING, 3 no ERROR either.
+_state = {"quiet": False}
+
+
+def is_noise(line: bytes) -> bool:
+    """True for a TensorFlow / TensorFlow Lite log line that the quiet console drops."""
+    return bool(TF_LOG_LINE.match(line) or TFLITE_NOISE_LINE.match(line))
 
 
 @contextlib.contextmanager
@@ -46,7 +59,7 @@ def filtered_stderr() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True) if not TF_LOG_LINE.match(line)]
+            kept = [line for line in capture.read().splitlines(keepends=True) if not is_noise(line)]
             if kept:
                 os.write(2, b"".join(kept))
 
@@ -82,12 +95,22 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def native_output_filtered() -> contextlib.AbstractContextManager:
+    """`filtered_stderr` when the console is quiet (after `quiet_tensorflow`), else a no-op.
+
+    For blocks whose native libraries print outside Python's logging (TFLite conversion and interpretation);
+    standard error of the block is shown when the block ends, so wrap only blocks without progress bars.
+    """
+    return filtered_stderr() if _state["quiet"] else contextlib.nullcontext()
+
+
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's start-up logging for this process (call before TensorFlow is imported).
 
     If TensorFlow is already imported only the environment variable (for child processes) and the Python loggers
     are set. A ``TF_CPP_MIN_LOG_LEVEL`` already in the environment is respected.
     """
+    _state["quiet"] = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LEVEL)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:  # absl makes its own logger class; let it create the logger before the level is set.

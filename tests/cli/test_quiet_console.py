@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mvi_tf.console import TF_LOG_LINE
+from mvi_tf.console import TF_LOG_LINE, is_noise
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,22 @@ def test_pipeline_commands_print_no_tensorflow_log_line(tmp_path):
     }
     assert _tf_lines(loud.stderr), "with --verbose TensorFlow's start-up lines should be shown"
     for name, result in outputs.items():
-        assert _tf_lines(result.stdout + result.stderr) == [], f"mvi-tf {name} printed TensorFlow log lines"
+        noise = [line for line in (result.stdout + result.stderr).splitlines() if is_noise(line.encode())]
+        assert noise == [], f"mvi-tf {name} printed TensorFlow log lines"
     assert "written" in outputs["prepare"].stdout and "CDLM AUC" in outputs["train"].stdout
     assert "summary:" in outputs["explain"].stdout and "SavedModel" in outputs["export"].stdout
+
+
+@pytest.mark.parametrize("line, dropped", [
+    ("I0000 00:00:1796083104.798708   26234 port.cc:153] oneDNN custom operations are on.", True),
+    ("W0000 00:00:1796084349.386200   25889 flatbuffer_export.cc:3851] Skipping runtime version metadata", True),
+    ("I0000 00:00:1796084260.426702   25889 loader.cc:471] SavedModel load for tags { serve }", True),
+    ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR", True),
+    ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", True),
+    ("fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, output_inference_type: FLOAT32", True),
+    ("skipped: patient P001 (ct): clinical.csv column 'age' value 'abc' is not a number", False),
+    ("prepare:  40%|████      | 2/5 [00:01<00:01,  2.00patient/s]", False),
+    ("2026-12-01 00:13:42,600 INFO mvi_tf.demo: stage compare: done in 0.2 s", False),
+])
+def test_noise_lines_are_recognised(line, dropped):
+    assert is_noise(line.encode()) is dropped
