@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from study_fixture import make_study  # noqa: E402
 
 from mvi_tf.report import build_report, cohort_characteristics  # noqa: E402
 from mvi_tf.report.formatting import fmt_ci, fmt_p  # noqa: E402
@@ -70,10 +69,9 @@ def _bare_study(tmp_path, synthetic=True):
 
 
 @pytest.fixture(scope="module")
-def full_report(tmp_path_factory):
+def full_report(small_study):
     """The report of a complete small study (see study_fixture.py) and its study directory."""
-    study = make_study(tmp_path_factory.mktemp("full"))
-    return study, build_report(study).read_text()
+    return small_study, build_report(small_study).read_text()
 
 
 def test_report_embeds_figures_and_banner(full_report):

@@ -11,10 +11,10 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_fixture import make_study
 
 from mvi_tf.report import build_report
 
@@ -62,10 +62,10 @@ def _run(chromium: str, profile, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
+def rendered(tmp_path_factory, small_study):
     chromium = _chromium()
     root = tmp_path_factory.mktemp("browser")
-    study = make_study(root)
+    study = Path(shutil.copytree(small_study, root / "study"))
     # An undefined hazard ratio with a long reason (as a tiny cohort gives) must not widen its table.
     table = study / "survival" / "survival_table.csv"
     frame = pd.read_csv(table)
