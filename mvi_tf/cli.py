@@ -15,7 +15,9 @@ from mvi_tf import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mvi-tf")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's C++ and Python start-up logging (silenced by default).")
+def main(verbose: bool) -> None:
     """Predict microvascular invasion (MVI) of hepatocellular carcinoma from multiphase CT and
     gadoxetic-acid MRI.
 
@@ -33,6 +35,10 @@ def main() -> None:
       predict  -> MVI probability for one new patient
       demo     -> all of the above on the bundled synthetic cohort
     """
+    if not verbose:
+        from mvi_tf.console import quiet_tensorflow
+
+        quiet_tensorflow()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -385,9 +391,11 @@ def synth(out_dir: str, seed: int, scale: float, image_size: int, workers: int |
 def export_command(run_dir: str, out_base: str, name: str | None, records_dir: str | None, no_tflite: bool) -> None:
     """Export a run's CDLM as a versioned SavedModel (TF Serving) and float32/dynamic/int8 TFLite models."""
     from mvi_tf import na
+    from mvi_tf.console import native_output_filtered
     from mvi_tf.export import export_run
 
-    result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
+    with native_output_filtered():
+        result = export_run(run_dir, out_base=out_base, name=name, records_dir=records_dir, tflite=not no_tflite)
     click.echo(f"SavedModel {result.name} version {result.version}: {result.saved_model_dir}")
     click.echo(f"TF Serving config: {result.models_config}; model card: {result.model_card_md}")
     for path in (result.tflite_float32, result.tflite_dynamic, result.tflite_int8):
@@ -489,11 +497,14 @@ def predict_command(model_path: str, backend: str, series: tuple[str, ...], mask
 
     if mask_path is not None and roi is not None:
         raise click.UsageError("Give either --mask/--mask-phase or --roi, not both.")
+    from mvi_tf.console import native_output_filtered
+
     try:
-        result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
-                                 mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
-                                 backend=backend, run_dir=run_dir, out_dir=out_dir,
-                                 allow_shared_series=allow_shared_series)
+        with native_output_filtered():
+            result = predict_patient(model_path, _parse_series(series), modality=modality, mask_path=mask_path,
+                                     mask_phase=mask_phase, roi=_parse_roi(roi), clinical=read_clinical(clinical),
+                                     backend=backend, run_dir=run_dir, out_dir=out_dir,
+                                     allow_shared_series=allow_shared_series)
     except (PredictError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps(result, indent=2))
@@ -560,3 +571,7 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
                    f"{', '.join(carriers) if carriers else 'none'}")
     _echo_not_available(summary)
     click.echo(f"summary: {out_dir}/explain_summary.json")
+
+
+if __name__ == "__main__":
+    main()

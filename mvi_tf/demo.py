@@ -129,6 +129,7 @@ class _StageRunner:
         start = time.perf_counter()
         result = fn()
         elapsed = time.perf_counter() - start
+        log.info("stage %s: done in %.1f s", name, elapsed)
         fingerprint = hashlib.sha256(f"{inputs}:{time.time_ns()}".encode()).hexdigest()[:16]
         self.fingerprints[name] = fingerprint
         self.timings[name] = elapsed

@@ -1,19 +1,22 @@
-"""Baseline characteristics of the cohorts in the shape of the paper's Table 2.
+"""Baseline characteristics of the cohorts in the shape of the paper's Table 2, built with `tableone`.
 
-Per modality and cohort (training / prospective validation): MVI present versus absent, numeric columns as
-mean ± SD with Welch's t-test, categorical columns as n (%) with Pearson's chi-square test (Fisher's exact test
-for 2 x 2 tables with an expected count below 5).
+Per modality and cohort (training / prospective validation): MVI present versus absent. Age as mean ± SD
+(Welch's t-test), tumour size as median [IQR] (Kruskal-Wallis, i.e. the two-group rank test), categorical
+characteristics as n (%) with Pearson's chi-square test, or Fisher's exact test for 2 x 2 tables with an
+expected count below 5 (tableone's choice). Laboratory values are categorised at the paper's cut-offs and every
+categorical characteristic lists its levels in their natural order (AFP < 20, 20-400, > 400 ng/mL).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 NUMERIC_COLUMNS = {"age": "Age (years)", "tumour_size_cm": "Tumour size (cm)"}
+NONNORMAL = {"tumour_size_cm"}
 CATEGORICAL_COLUMNS = {
     "sex": "Sex",
     "aetiology": "Aetiology",
@@ -28,51 +31,91 @@ CATEGORICAL_COLUMNS = {
     "capsule": "Capsule",
     "hbp_peritumoral_hypointensity": "HBP peritumoral hypointensity",
 }
-# The paper's cut-offs for the laboratory values (Table 2).
+# The paper's cut-offs for the laboratory values (Table 2), levels in their natural order.
 CUT_OFFS = {
-    "bilirubin_umol_l": ([20.4], ["<=20.4", ">20.4"]),
-    "alt_u_l": ([40.0], ["<=40", ">40"]),
-    "ast_u_l": ([35.0], ["<=35", ">35"]),
-    "platelets_1e9_l": ([100.0], ["<=100", ">100"]),
+    "bilirubin_umol_l": ([20.4], ["≤20.4", ">20.4"]),
+    "alt_u_l": ([40.0], ["≤40", ">40"]),
+    "ast_u_l": ([35.0], ["≤35", ">35"]),
+    "platelets_1e9_l": ([100.0], ["≤100", ">100"]),
     "afp_ng_ml": ([20.0, 400.0], ["<20", "20-400", ">400"]),
     "tumour_number": ([1.0], ["solitary", "multiple"]),
 }
+# Natural order of the imaging findings' levels (others: alphabetical).
+LEVEL_ORDER = {"sex": ["M", "F"], "margin": ["smooth", "non-smooth"], "peritumoral_enhancement": ["absent", "present"],
+               "capsule": ["complete", "interrupted", "absent"], "hbp_peritumoral_hypointensity": ["absent", "present"]}
 COHORT_NAMES = {"train": "Training", "prospective": "Prospective validation"}
+GROUPS = ("MVI present", "MVI absent")
+COLUMNS = ["characteristic", "level", "mvi_present", "mvi_absent", "p_value", "test"]
 
 
 def _categorise(column: str, values: pd.Series) -> pd.Series:
     if column not in CUT_OFFS:
         return values.astype("string")
     edges, labels = CUT_OFFS[column]
-    bins = [-np.inf, *edges, np.inf]
     right = column != "afp_ng_ml"  # AFP: < 20, 20-400, > 400 as in the paper.
-    return pd.cut(values.astype(float), bins=bins, labels=labels, right=right).astype("string")
+    return pd.cut(values.astype(float), bins=[-np.inf, *edges, np.inf], labels=labels, right=right).astype("string")
 
 
-def _numeric_rows(column: str, label: str, pos: pd.DataFrame, neg: pd.DataFrame) -> list[dict]:
-    a, b = pos[column].dropna().astype(float), neg[column].dropna().astype(float)
-    p = stats.ttest_ind(a, b, equal_var=False).pvalue if len(a) > 1 and len(b) > 1 else np.nan
-    return [{"characteristic": label, "level": "", "mvi_present": f"{a.mean():.1f} ± {a.std():.1f}",
-             "mvi_absent": f"{b.mean():.1f} ± {b.std():.1f}", "p_value": p}]
+def _levels(column: str, values: pd.Series) -> list[str]:
+    present = [v for v in values.dropna().unique()]
+    natural = CUT_OFFS[column][1] if column in CUT_OFFS else LEVEL_ORDER.get(column, [])
+    return [v for v in natural if v in present] + sorted(v for v in present if v not in natural)
 
 
-def _categorical_rows(column: str, label: str, pos: pd.DataFrame, neg: pd.DataFrame) -> list[dict]:
-    cats_pos = _categorise(column, pos[column]).fillna("missing")
-    cats_neg = _categorise(column, neg[column]).fillna("missing")
-    levels = sorted(set(cats_pos) | set(cats_neg))
-    table = np.array([[int((cats_pos == lv).sum()) for lv in levels], [int((cats_neg == lv).sum()) for lv in levels]])
-    p = np.nan
-    if len(levels) > 1 and table.sum(axis=1).min() > 0:
-        if table.shape == (2, 2) and stats.contingency.expected_freq(table).min() < 5:
-            p = stats.fisher_exact(table).pvalue
-        else:
-            p = stats.chi2_contingency(table, correction=False).pvalue
-    rows = [{"characteristic": label, "level": "", "mvi_present": "", "mvi_absent": "", "p_value": p}]
-    n_pos, n_neg = max(len(pos), 1), max(len(neg), 1)
-    for i, level in enumerate(levels):
-        rows.append({"characteristic": "", "level": level,
-                     "mvi_present": f"{table[0, i]} ({100 * table[0, i] / n_pos:.1f})",
-                     "mvi_absent": f"{table[1, i]} ({100 * table[1, i] / n_neg:.1f})", "p_value": np.nan})
+def _test_name(name: str) -> str:
+    return str(name).replace("’", "'").replace("T-test", "t-test").replace("warning: ", "")
+
+
+def _tableone(part: pd.DataFrame, numeric: list[str], categorical: list[str], pval: bool):
+    from tableone import TableOne
+
+    data = part[numeric].astype(float).join(pd.DataFrame({c: _categorise(c, part[c]) for c in categorical}))
+    data["MVI"] = np.where(part["mvi"] == 1, GROUPS[0], GROUPS[1])
+    order = {c: _levels(c, data[c]) for c in categorical}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TableOne(data, columns=numeric + categorical, categorical=categorical, groupby="MVI",
+                        nonnormal=[c for c in numeric if c in NONNORMAL], pval=pval, htest_name=pval,
+                        order={**order, "MVI": list(GROUPS)}, missing=False, overall=False, decimals=1)
+
+
+def _continuous_cell(describe: pd.DataFrame, column: str, group: str) -> str:
+    row = describe.loc[column]
+    if row[("count", group)] == 0:
+        return "n/a"
+    if column in NONNORMAL:
+        return f"{row[('median', group)]:.1f} [{row[('q25', group)]:.1f}–{row[('q75', group)]:.1f}]"
+    return f"{row[('mean', group)]:.1f} ± {row[('std', group)]:.1f}"
+
+
+def _rows(table, part: pd.DataFrame, numeric: list[str], categorical: list[str], pval: bool) -> list[dict]:
+    groups = [g for g in GROUPS if (part["mvi"] == (1 if g == GROUPS[0] else 0)).any()]
+    n = {g: int((part["mvi"] == (1 if g == GROUPS[0] else 0)).sum()) for g in GROUPS}
+    rows = [{"characteristic": "Patients", "level": "", "mvi_present": str(n[GROUPS[0]]),
+             "mvi_absent": str(n[GROUPS[1]]), "p_value": np.nan, "test": ""}]
+    htest = table.htest_table if pval else None
+
+    def p_and_test(column: str) -> dict:
+        if htest is None or column not in htest.index:
+            return {"p_value": np.nan, "test": ""}
+        return {"p_value": float(htest.loc[column, "P-Value"]), "test": _test_name(htest.loc[column, "Test"])}
+
+    for column in numeric:
+        cells = {g: _continuous_cell(table.cont_describe, column, g) if g in groups else "n/a" for g in GROUPS}
+        label = NUMERIC_COLUMNS[column] + (", median [IQR]" if column in NONNORMAL else ", mean ± SD")
+        rows.append({"characteristic": label, "level": "", "mvi_present": cells[GROUPS[0]],
+                     "mvi_absent": cells[GROUPS[1]], **p_and_test(column)})
+    for column in categorical:
+        levels = _levels(column, _categorise(column, part[column]))
+        tested = p_and_test(column) if len(levels) > 1 else {"p_value": np.nan, "test": ""}
+        rows.append({"characteristic": CATEGORICAL_COLUMNS[column] + ", n (%)", "level": "", "mvi_present": "",
+                     "mvi_absent": "", **tested})
+        describe = table.cat_describe.loc[column]
+        for level in levels:
+            cells = {g: (f"{int(describe.loc[level, ('freq', g)])} ({describe.loc[level, ('percent', g)]:.1f})"
+                         if g in groups else "0 (0.0)") for g in GROUPS}
+            rows.append({"characteristic": "", "level": level, "mvi_present": cells[GROUPS[0]],
+                         "mvi_absent": cells[GROUPS[1]], "p_value": np.nan, "test": ""})
     return rows
 
 
@@ -82,8 +125,8 @@ def cohort_characteristics(cohort_dir: str | Path) -> dict[str, pd.DataFrame]:
     Returns
     -------
     dict
-        Keys like ``"ct / Training (n = 306)"``; values are data frames with columns characteristic, level,
-        mvi_present, mvi_absent, p_value.
+        Keys like ``"CT / Training (n = 306)"``; values are data frames with columns characteristic, level,
+        mvi_present, mvi_absent (formatted strings), p_value (float, NaN where no test applies) and test.
     """
     cohort_dir = Path(cohort_dir)
     clinical = pd.read_csv(cohort_dir / "clinical.csv", dtype={"patient_id": str})
@@ -93,18 +136,14 @@ def cohort_characteristics(cohort_dir: str | Path) -> dict[str, pd.DataFrame]:
         ids = set(manifest.loc[manifest["modality"] == modality, "patient_id"])
         subset = clinical[clinical["patient_id"].isin(ids)]
         for cohort in ("train", "prospective"):
-            part = subset[subset["cohort"] == cohort]
+            part = subset[subset["cohort"] == cohort].reset_index(drop=True)
             if part.empty:
                 continue
-            pos, neg = part[part["mvi"] == 1], part[part["mvi"] == 0]
-            rows = [{"characteristic": "Patients", "level": "", "mvi_present": str(len(pos)),
-                     "mvi_absent": str(len(neg)), "p_value": np.nan}]
-            for column, label in NUMERIC_COLUMNS.items():
-                if column in part:
-                    rows += _numeric_rows(column, label, pos, neg)
-            for column, label in CATEGORICAL_COLUMNS.items():
-                if column in part and part[column].notna().any():
-                    rows += _categorical_rows(column, label, pos, neg)
+            numeric = [c for c in NUMERIC_COLUMNS if c in part and part[c].notna().any()]
+            categorical = [c for c in CATEGORICAL_COLUMNS if c in part and part[c].notna().any()]
+            counts = part["mvi"].value_counts()
+            pval = counts.get(1, 0) >= 2 and counts.get(0, 0) >= 2
+            table = _tableone(part, numeric, categorical, pval)
             title = f"{modality.upper()} / {COHORT_NAMES.get(cohort, cohort)} (n = {len(part)})"
-            tables[title] = pd.DataFrame(rows)
+            tables[title] = pd.DataFrame(_rows(table, part, numeric, categorical, pval), columns=COLUMNS)
     return tables

@@ -1,0 +1,12 @@
+"""A small complete study shared by the report tests (built once per session; tests copy it before changing it)."""
+
+from __future__ import annotations
+
+import pytest
+from study_fixture import make_study
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory):
+    """Path of the study directory written by `study_fixture.make_study` (treat as read-only)."""
+    return make_study(tmp_path_factory.mktemp("small_study"))
