@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import traceback
 from pathlib import Path
 
@@ -154,8 +155,11 @@ def test_single_class_split_every_command_says_why(pilot, tmp_path):
     study = tmp_path / "single_class"
     cohort = study / "cohort"
     cohort.mkdir(parents=True)
-    for name in ("dicom", "masks", "truth", "manifest.csv", "lesions.csv"):
-        (cohort / name).symlink_to(pilot / "cohort" / name)
+    # Copied, not linked: prepare refuses series folders that resolve outside the cohort folder.
+    for name in ("dicom", "masks", "truth"):
+        shutil.copytree(pilot / "cohort" / name, cohort / name)
+    for name in ("manifest.csv", "lesions.csv"):
+        shutil.copy(pilot / "cohort" / name, cohort / name)
     with (pilot / "cohort" / "clinical.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
