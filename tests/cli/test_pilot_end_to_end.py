@@ -36,10 +36,22 @@ FIGURES = {
 def invoke(*args: str) -> str:
     """Run one `mvi-tf` command in-process; fail with its traceback and output unless it exits 0."""
     result = CliRunner().invoke(main, [str(a) for a in args])
+    _release_models()
     if result.exit_code != 0:
         trace = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
         pytest.fail(f"mvi-tf {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}\n{trace}")
     return result.output
+
+
+def _release_models() -> None:
+    """Free the models a command left behind: every command here runs in this one process, which a real
+    `mvi-tf` call would end (without this the file's two tests grow past 8 GB)."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def unexplained_nulls(obj, path: str = "") -> list[str]:
