@@ -31,10 +31,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Code that computes the trained models (the fingerprint covers these files' bytes): the models, the training
-#: numerics and the config defaults (the records themselves are covered by the settings that prepare them). The orchestration modules (``train.py``,
-#: ``stacking_stage.py``) are left out so that a refactor that keeps results identical (checked with the
-#: deterministic quick demo) does not discard the seeds gathered so far; a change of behaviour belongs in the
-#: modules below or must bump ``RECIPE_VERSION``.
+#: numerics and the config defaults (the records themselves are covered by the settings that prepare them). The
+#: orchestration modules (``train.py``, ``stacking_stage.py``) are left out so that a refactor that keeps results
+#: identical (checked with the deterministic quick demo) does not discard the seeds gathered so far; a change of
+#: behaviour belongs in the modules below or must bump ``RECIPE_VERSION``.
 FINGERPRINT_SOURCES = ("mvi_tf/models", "mvi_tf/training", "mvi_tf/config.py")
 FINGERPRINT_EXCLUDED = ("mvi_tf/training/train.py", "mvi_tf/training/stacking_stage.py")
 #: Bump when the orchestration changes what is trained or on which patients.
@@ -143,6 +143,16 @@ def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
         "wall_time_s": {"train": round(train_s, 1), "explain": round(explain_s, 1)},
         "selected_features": result.selected_features,
     }
+
+
+def _run_entry_in_child(*args) -> dict[str, Any]:
+    """:func:`run_entry` in a fresh process: TensorFlow frees nothing between trainings in one process (8.5 GB
+    after three entries here), so each (modality, seed) gets its own and returns its result."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(run_entry, args)
 
 
 def _hit_rates(run_dir: Path, records: Path, cohort: Path, out: Path, settings: QualitySettings) -> dict | None:
@@ -303,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
             if (modality, seed) in entries:
                 log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
                 continue
-            entry = {"fingerprint": fp, **run_entry(modality, seed, cohort, records, work, settings)}
+            entry = {"fingerprint": fp, **_run_entry_in_child(modality, seed, cohort, records, work, settings)}
             (results / "quality" / f"{_variant(settings)}{modality}-seed{seed}.json").write_text(
                 json.dumps(entry, indent=2))
             entries[(modality, seed)] = entry
