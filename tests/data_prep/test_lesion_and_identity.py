@@ -215,14 +215,10 @@ def test_prepare_patient_records_the_choice(cohort):
     assert stacks.roi.center_x_mm == pytest.approx(TUMOUR_CENTER[0], abs=0.6)
 
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "dcmqi-ct3slice-liver"
-
-
 @pytest.mark.real
-def test_real_seg_with_an_added_lesion_keeps_the_liver_roi(tmp_path):
+def test_real_seg_with_an_added_lesion_keeps_the_liver_roi(tmp_path, data_files):
     """The public dcmqi liver SEG on its real CT, with a second (smaller) blob drawn into two frames."""
-    if not REAL.is_dir():
-        pytest.skip(f"real test data not found at {REAL.resolve()}")
+    REAL = data_files.small_real("dcmqi-ct3slice-liver")  # noqa: N806
     from pydicom.pixels import pack_bits
 
     volume = read_series(REAL / "ct-3slice", modality="ct")

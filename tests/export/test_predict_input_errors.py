@@ -11,8 +11,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "dcmqi-ct3slice-liver"
-
 
 @pytest.fixture(scope="module")
 def saved_model(fake_run, tmp_path_factory) -> Path:
@@ -86,9 +84,8 @@ def test_implausible_clinical_value_is_named(saved_model, tmp_path):
 
 
 @pytest.mark.real
-def test_degenerate_threshold_gets_a_caveat(tmp_path):
-    if not (REAL / "ct-3slice").is_dir():
-        pytest.skip(f"real CT fixture not found at {REAL}")
+def test_degenerate_threshold_gets_a_caveat(tmp_path, data_files):
+    REAL = data_files.small_real("dcmqi-ct3slice-liver")  # noqa: N806
     from mvi_tf.cli import main
 
     run = write_run_dir(tmp_path / "run", build_tiny_cdlm(), threshold=0.0)

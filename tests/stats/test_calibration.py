@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,15 +12,10 @@ from statsmodels.stats.proportion import proportion_confint
 
 from mvi_tf import calibration as cal
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "stats"
 
-
-@pytest.fixture(scope="module")
-def df_binary() -> pd.DataFrame:
-    path = REFERENCE / "dcurves_df_binary.csv"
-    if not path.is_file():
-        pytest.skip(f"reference data set {path} not present (needs the shared reference folder)")
-    return pd.read_csv(path)
+@pytest.fixture()
+def df_binary(data_files) -> pd.DataFrame:
+    return pd.read_csv(data_files.reference("dcurves_df_binary.csv"))
 
 
 def _simulated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,23 +3,12 @@ against `mvi_tf.stats.net_benefit` (dcurves)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sp_stats
 
 from mvi_tf import stats, uncertainty
-
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "stats"
-
-
-def _reference(name: str) -> pd.DataFrame:
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"reference data set {path} not present (needs the shared reference folder)")
-    return pd.read_csv(path)
 
 
 def test_reclassification_by_hand():
@@ -53,10 +42,10 @@ def test_reclassification_is_antisymmetric_and_zero_for_the_same_model():
     assert (same.nri, same.idi, same.nri_p, same.idi_p) == (0.0, 0.0, 1.0, 1.0)
 
 
-def test_bootstrap_auc_difference_agrees_with_delong():
+def test_bootstrap_auc_difference_agrees_with_delong(data_files):
     """aSAH wfns vs s100b (pROC roc.test: Z = 2.209): the bootstrap CI of the difference is centred on
     the observed difference and its width matches the DeLong standard error (asymptotically equal)."""
-    asah = _reference("asah.csv")
+    asah = pd.read_csv(data_files.reference("asah.csv"))
     y = (asah["outcome"] == "Poor").to_numpy()
     res = uncertainty.bootstrap_auc_difference(y, asah["wfns"], asah["s100b"], n_boot=2000, seed=3)
     delong = stats.delong_test(y, asah["wfns"], asah["s100b"])
@@ -70,8 +59,8 @@ def test_bootstrap_auc_difference_agrees_with_delong():
     assert (same.difference, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
 
 
-def test_bootstrap_net_benefit_point_estimates_are_dcurves():
-    df = _reference("dcurves_df_binary.csv")
+def test_bootstrap_net_benefit_point_estimates_are_dcurves(data_files):
+    df = pd.read_csv(data_files.reference("dcurves_df_binary.csv"))
     y, risk = df["cancer"].to_numpy(), df["cancerpredmarker"].to_numpy()
     thresholds = [0.1, 0.25, 0.4]
     res = uncertainty.bootstrap_net_benefit(y, risk, thresholds, reference=np.full(y.size, 0.5), n_boot=300)
