@@ -67,8 +67,13 @@ def test_two_local_workers_train_one_run(tmp_path):
     records = write_tiny_records(tmp_path / "records", n_train=12, n_prospective=4)
     run = tmp_path / "run"
     cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
-    cmd = [*TRAIN, "--data", str(records), "--out", str(run), "--config", str(_config(tmp_path / "c.yaml")),
-           "--epochs", "1", "--batch-size", "8", "--seed", "0", "--strategy", "multiworker"]
+    # The paper's dense heads train every stage collectively (the logistic heads are fitted, not trained), and
+    # --verbose keeps TensorFlow's own log line that names the cluster size.
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  phases: [arterial]\nmodel:\n  head: dense\ntrain:\n  patience: 10\n")
+    cmd = [sys.executable, "-c", "from mvi_tf.cli import main; main()", "--verbose", *TRAIN[3:], "--data",
+           str(records), "--out", str(run), "--config", str(config), "--epochs", "1", "--batch-size", "8", "--seed",
+           "0", "--strategy", "multiworker"]
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
