@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CT_PHASES, SELECTED, random_inputs, write_run_dir
+from export_support import CT_PHASES, SELECTED, random_inputs, write_run_dir
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLINICAL, CT_PHASES
+from export_support import CLINICAL, CT_PHASES
 
 
 def test_export_command_writes_next_version(fake_run, tmp_path):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
+from export_support import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
 
 
 def _series(tmp_path: Path, phases=CT_PHASES) -> dict[str, str]:

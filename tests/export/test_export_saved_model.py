@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from export_support import (
     CT_PHASES,
     IMAGE_SIZE,
     SELECTED,

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CT_PHASES, random_inputs
+from export_support import CT_PHASES, random_inputs
 
 
 def test_rest_row_and_columnar_round_trip():

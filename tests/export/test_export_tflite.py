@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CT_PHASES, IMAGE_SIZE, SELECTED, random_inputs
+from export_support import CT_PHASES, IMAGE_SIZE, SELECTED, random_inputs
 
 
 def _keras_outputs(exported, inputs):
@@ -78,7 +78,7 @@ def test_convert_rejects_bad_modes(exported):
 
 
 def test_int8_calibrated_on_records_and_auc_reported(tmp_path):
-    from conftest import build_tiny_cdlm, write_records, write_run_dir
+    from export_support import build_tiny_cdlm, write_records, write_run_dir
 
     from mvi_tf.export import export_run
 

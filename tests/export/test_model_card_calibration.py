@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SELECTED, records_schema
+from export_support import SELECTED, records_schema
 from scipy import special
 
 from mvi_tf import calibration

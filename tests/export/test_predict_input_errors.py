@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
+from export_support import CLINICAL, CT_PHASES, build_tiny_cdlm, write_run_dir
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import build_tiny_cdlm, random_inputs, write_run_dir
+from export_support import build_tiny_cdlm, random_inputs, write_run_dir
 from scipy import special
 
 from mvi_tf import calibration
@@ -101,7 +101,7 @@ def test_card_of_recalibrated_run_leaves_out_the_fitting_patients(tmp_path):
 def test_recalibration_scores_the_site_records(tmp_path):
     """--data: the site's TFRecords (cohort 'train' of data_prep's writer) are scored with the run's CDLM, and
     the intercept equals the recalibration fitted directly on those scores."""
-    from conftest import write_records
+    from export_support import write_records
 
     from mvi_tf.data import to_numpy
     from mvi_tf.export import model_card as card_lib
