@@ -24,7 +24,7 @@ demo-quick: install
 	$(BIN)/mvi-tf demo --out study-quick --quick
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
