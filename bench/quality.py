@@ -94,7 +94,9 @@ def ensure_records(work: Path, settings: QualitySettings) -> tuple[Path, Path]:
     from data_prep.prepare import prepare_cohort
     from data_prep.synthetic import generate_cohort
 
-    cohort, records = work / "cohort", work / f"tfrecords-ct-{settings.ct_window}"
+    size = "" if settings.dicom_image_size_px == QualitySettings.dicom_image_size_px else \
+        f"-{settings.dicom_image_size_px}px"
+    cohort, records = work / f"cohort{size}", work / f"tfrecords{size}-ct-{settings.ct_window}"
     done = records / "records.done"
     if not done.exists():
         generate_cohort(cohort, seed=settings.cohort_seed, scale=settings.scale,
@@ -167,9 +169,10 @@ def _hit_rates(run_dir: Path, records: Path, cohort: Path, out: Path, settings: 
     return {"per_phase": rates, "localising_phases": localisation.get("localising_phases")}
 
 
-def load_entries(results: Path, fp: str) -> dict[tuple[str, int], dict]:
+def load_entries(results: Path, fp: str, variant: str = "") -> dict[tuple[str, int], dict]:
+    """Finished (modality, seed) entries of fingerprint ``fp`` (in the variant's sub-folder for a variant)."""
     entries = {}
-    for path in sorted((results / "quality").glob("*.json")):
+    for path in sorted((results / "quality" / variant).glob("*-seed*.json")):
         doc = json.loads(path.read_text())
         if doc.get("fingerprint") == fp:
             entries[(doc["modality"], int(doc["seed"]))] = doc
@@ -216,7 +219,11 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, An
 
 
 def _variant(settings: QualitySettings) -> str:
-    return "" if settings.ct_window == "percentile" else f"ct-{settings.ct_window}-window/"
+    """Sub-folder of a variant's entries ("" for the default benchmark): another CT window or DICOM matrix."""
+    parts = [] if settings.ct_window == "percentile" else [f"ct-{settings.ct_window}-window"]
+    if settings.dicom_image_size_px != QualitySettings.dicom_image_size_px:
+        parts.append(f"dicom-{settings.dicom_image_size_px}px")
+    return "".join(f"{part}/" for part in parts)
 
 
 def _gap(auc: dict) -> float | None:
@@ -272,8 +279,14 @@ def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str
 
 
 def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettings, benchmarks_md: Path | None):
-    (results / "quality.json").write_text(json.dumps({"fingerprint": fp, "settings": dataclasses.asdict(settings),
-                                                      "synthetic": True, **summary}, indent=2))
+    """``quality.json`` and the BENCHMARKS.md section; a variant writes ``quality/<variant>/summary.json`` and
+    leaves both alone (its figures are compared in the notes, not mixed into the default table)."""
+    doc = json.dumps({"fingerprint": fp, "settings": dataclasses.asdict(settings), "synthetic": True, **summary},
+                     indent=2)
+    if _variant(settings):
+        (results / "quality" / _variant(settings) / "summary.json").write_text(doc)
+        return
+    (results / "quality.json").write_text(doc)
     if benchmarks_md is None:
         return
     text = benchmarks_md.read_text() if benchmarks_md.exists() else "# Benchmarks\n"
@@ -293,6 +306,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny cohort, 1 epoch: a smoke test")
     parser.add_argument("--ct-window", choices=("percentile", "hu"), default="percentile",
                         help="CT intensity window of the records (the default, or the former fixed HU windows)")
+    parser.add_argument("--dicom-size", type=int, default=QualitySettings.dicom_image_size_px,
+                        help="matrix of the synthetic DICOM (a variant when not the default: how much of the "
+                             "signature gap is resolution; never counted towards the default table)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
@@ -300,14 +316,16 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = QualitySettings.quick() if args.quick else QualitySettings()
     settings = dataclasses.replace(settings, ct_window=args.ct_window)
+    if not args.quick:
+        settings = dataclasses.replace(settings, dicom_image_size_px=args.dicom_size)
     work = args.work or ROOT / "bench" / "out" / ("quality-quick" if args.quick else "quality")
     results = args.out or (work / "results" if args.quick else ROOT / "bench" / "results")
     benchmarks_md = args.benchmarks_md or (None if args.quick else ROOT / "BENCHMARKS.md")
-    (results / "quality").mkdir(parents=True, exist_ok=True)
+    (results / "quality" / _variant(settings)).mkdir(parents=True, exist_ok=True)
     fp = fingerprint(settings)
     cohort, records = ensure_records(work, settings)
     bayes = json.loads((cohort / "truth" / "bayes_auc.json").read_text())
-    entries = load_entries(results, fp)
+    entries = load_entries(results, fp, _variant(settings))
     for seed in args.seeds:
         for modality in args.modalities:
             if (modality, seed) in entries:
