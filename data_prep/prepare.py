@@ -544,10 +544,11 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
                if r["status"] == "skipped"]
     warned = [r for r in rows if r["status"] == "written" and r.get("warnings")]
     n_written = sum(1 for r in rows if r["status"] == "written")
+    # Logged at INFO: the result lists them and the caller presents them (the CLI prints each once).
     for _pid, _modality, reason in skipped:
-        logger.warning("skipped %s", reason)
+        logger.info("skipped %s", reason)
     for row in warned:
-        logger.warning("warning: patient %s (%s): %s", row["patient_id"], row["modality"], row["warnings"])
+        logger.info("warning: patient %s (%s): %s", row["patient_id"], row["modality"], row["warnings"])
     logger.info("prepare: %d written, %d skipped -> %s", n_written, len(skipped), out_dir)
     result = PrepareResult(out_dir, out_dir / REPORT_FILE, n_written, len(skipped), skipped,
                            out_dir / SUMMARY_FILE, {m: out_dir / m / _SCHEMA_FILE for m in schemas},
