@@ -31,7 +31,7 @@ from data_prep.config import DEFAULT_PHASES, MODALITIES, PrepareConfig
 from data_prep.dicom_series import ScannedFile, Volume, read_series, scan_folder
 from data_prep.errors import InputError
 from data_prep.masks import LesionChoice, check_mask_identity, choose_lesion, load_mask, mask_on_volume
-from data_prep.privacy import csv_cell, relative_paths, uid_tag
+from data_prep.privacy import csv_cell, relative_paths, site_salt, uid_tag
 from data_prep.roi import Roi, roi_from_box, roi_from_mask, window_stack
 
 logger = logging.getLogger(__name__)
@@ -692,6 +692,7 @@ def _run_images(plan: _Plan, pending: Path, report: _Report, workers: int | None
     jobs, done = plan.jobs, []
     n_workers = min(workers or _default_workers(), max(1, len(jobs)))
     bar = tqdm(total=len(jobs), desc="prepare", unit="patient", disable=not progress)
+    site_salt()  # before the workers start: a key made for this process reaches them through the environment
     pool = multiprocessing.get_context("spawn").Pool(n_workers) if n_workers > 1 and len(jobs) > 1 else None
     try:
         outcomes = pool.imap(_run_job, jobs, chunksize=1) if pool is not None else map(_run_job, jobs)

@@ -186,3 +186,25 @@ def test_tabular_bad_values_name_column_and_value(column, value, match):
         encode_row(_row(**{column: value}), schema)
     with pytest.raises(InputError, match=match):
         validate_row(_row(**{column: value}), "ct")
+
+
+def test_uid_tags_are_keyed_by_the_sites_secret(tmp_path, monkeypatch):
+    """The same UID tags alike under one key and differently under another; the key file is the owner's only."""
+    import stat
+
+    from data_prep import privacy
+
+    monkeypatch.delenv(privacy.SALT_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    privacy.site_salt.cache_clear()
+    try:
+        first = privacy.uid_tag("1.2.840.99.1")
+        key_file = tmp_path / "config" / "mvi-tf" / "uid-salt"
+        assert key_file.is_file() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        privacy.site_salt.cache_clear()
+        assert privacy.uid_tag("1.2.840.99.1") == first  # the kept key: stable across runs
+        monkeypatch.setenv(privacy.SALT_ENV, "another site")
+        privacy.site_salt.cache_clear()
+        assert privacy.uid_tag("1.2.840.99.1") != first and privacy.uid_tag("1.2.840.99.1").startswith("uid#")
+    finally:
+        privacy.site_salt.cache_clear()
