@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Callable
+from types import SimpleNamespace
 from pathlib import Path
 
 import pydicom
@@ -163,9 +164,26 @@ def runs(tmp_path_factory):
     raw_edits = ("V06", "V07", "V08")  # lines a csv.DictWriter could not write back: applied last
     for pid in [p for p in PATIENT_CASES if p not in raw_edits] + list(raw_edits):
         PATIENT_CASES[pid][1](root, pid)
-    bad = prepare_cohort(root, base / "bad_out", config=CONFIG, workers=2, progress=False)
+    # The defective cohort goes through the command line, as a user runs it; the clean one through the library.
+    cli = _cli(root, base / "bad_out", "--margin-mm", "5", "--workers", "2")
+    assert cli.exit_code == 0 and "Traceback" not in cli.output, cli.output
+    bad = SimpleNamespace(out_dir=base / "bad_out", report_path=base / "bad_out" / "prepare_report.csv",
+                          output=cli.output)
     good = prepare_cohort(clean, base / "clean_out", config=CONFIG, workers=1, progress=False)
     return bad, good, root
+
+
+def test_command_line_lists_each_skip_once_with_its_reason(runs):
+    bad, _, _ = runs
+    lines = bad.output.splitlines()
+    for pid in PATIENT_CASES:
+        modality = "pet" if pid == "V26" else "ct"
+        mine = [line for line in lines if line.startswith(f"skipped: patient {pid} ({modality}): ")]
+        assert len(mine) == 1, (pid, mine)
+    n_skipped = sum(1 for r in read_csv(bad.report_path) if r["status"] == "skipped")
+    assert sum(1 for line in lines if line.startswith("skipped: ")) == n_skipped
+    summary = [line for line in lines if " written, " in line]
+    assert summary and f"{n_skipped} skipped" in summary[-1], summary
 
 
 def _examples(out: Path) -> dict[str, bytes]:
