@@ -36,18 +36,20 @@ def _latency_ms(fn, patients: list[dict[str, np.ndarray]], warmup: int = 3) -> f
 def _fake_run(run_dir: Path, image_size: int, seed: int) -> Path:
     import keras
 
+    from mvi_tf.contract import RunFiles, write_json
     from mvi_tf.models.cdlm import build_cdlm
 
     keras.utils.set_random_seed(seed)
     run_dir.mkdir(parents=True)
-    build_cdlm(list(PHASES), image_size, N_TABULAR).save(run_dir / "cdlm.keras")
+    files = RunFiles(run_dir)
+    build_cdlm(list(PHASES), image_size, N_TABULAR).save(files.cdlm_path)
     names = [f"feature_{i}" for i in range(N_TABULAR)]
     schema = {"modality": "ct", "phases": list(PHASES), "image_size": image_size, "synthetic": True,
               "tabular": {"feature_names": names, "columns": [{"name": n, "kind": "numeric", "features": [n]}
                                                               for n in names]}}
-    (run_dir / "schema.json").write_text(json.dumps(schema))
-    (run_dir / "feature_selection.json").write_text(json.dumps({"selected": names}))
-    (run_dir / "thresholds.json").write_text(json.dumps({"cdlm": 0.5}))
+    write_json(files.schema_path, schema)
+    write_json(files.feature_selection_path, {"selected": names})
+    write_json(files.thresholds_path, {"cdlm": 0.5})
     return run_dir
 
 

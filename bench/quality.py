@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mvi_tf.contract import RunFiles, read_json
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Code that computes the trained models (the fingerprint covers these files' bytes): the models, the training
 #: numerics and the config defaults (the records themselves are covered by the settings that prepare them). The
@@ -118,9 +120,8 @@ def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
     result = train(records, modality, run_dir, epochs=settings.epochs, seed=seed, verbose=0,
                    **dict(settings.overrides))
     train_s = time.perf_counter() - start
-    import pandas as pd
-
-    frame = pd.read_csv(run_dir / "predictions.csv")
+    files = RunFiles(run_dir)
+    frame = files.predictions()
     models = [c for c in frame.columns if c in ("clinical", "radiological", "fusion", "cdlm")
               or c.startswith("signature_")]
     by_split = {s: g for s, g in frame.groupby("split")}
@@ -129,7 +130,7 @@ def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
     start = time.perf_counter()
     hit_rates = _hit_rates(run_dir, records, cohort, work / "explain" / f"{modality}-seed{seed}", settings)
     explain_s = time.perf_counter() - start
-    stacking = json.loads((run_dir / "stacking.json").read_text()) if (run_dir / "stacking.json").exists() else None
+    stacking = read_json(files.stacking_path) if files.stacking_path.exists() else None
     return {
         "modality": modality,
         "seed": seed,

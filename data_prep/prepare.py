@@ -33,6 +33,7 @@ from data_prep.errors import InputError
 from data_prep.masks import LesionChoice, check_mask_identity, choose_lesion, load_mask, mask_on_volume
 from data_prep.privacy import csv_cell, relative_paths, site_salt, uid_tag
 from data_prep.roi import Roi, roi_from_box, roi_from_mask, window_stack
+from mvi_tf.contract import SCHEMA_FILE, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ COHORTS = ("train", "prospective")
 _MANIFEST_COLUMNS = ("patient_id", "modality", "phase", "series_dir")
 _LESION_COLUMNS = ("patient_id", "modality")
 _CLINICAL_COLUMNS = ("patient_id", "centre", "cohort", "mvi")
-_SCHEMA_FILE = "schema.json"  # data_prep.records.SCHEMA_FILE (records imports TensorFlow; workers must not)
 _ROI_COLUMNS = ("roi_center_x_mm", "roi_center_y_mm", "roi_center_z_mm", "roi_side_mm")
 
 
@@ -551,7 +551,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
         logger.info("warning: patient %s (%s): %s", row["patient_id"], row["modality"], row["warnings"])
     logger.info("prepare: %d written, %d skipped -> %s", n_written, len(skipped), out_dir)
     result = PrepareResult(out_dir, out_dir / REPORT_FILE, n_written, len(skipped), skipped,
-                           out_dir / SUMMARY_FILE, {m: out_dir / m / _SCHEMA_FILE for m in schemas},
+                           out_dir / SUMMARY_FILE, {m: out_dir / m / SCHEMA_FILE for m in schemas},
                            [(str(r["patient_id"]), str(r["modality"]), str(r["warnings"])) for r in warned])
     if strict and (skipped or warned):
         raise PrepareError(f"{len(skipped)} patient/modality entries skipped and {len(warned)} written with "
@@ -785,7 +785,7 @@ def _write_tables(staging: Path, counts: Counter, report: _Report) -> None:
 
 LOCK_FILE = ".prepare.lock"
 STAGING_DIR = ".prepare-staging"
-_OWNED_PATTERNS = ("*-*-of-*.tfrecord", ".*.tfrecord.tmp", "schema.json", ".schema.json.tmp")
+_OWNED_PATTERNS = ("*-*-of-*.tfrecord", ".*.tfrecord.tmp", SCHEMA_FILE, temporary_name(SCHEMA_FILE))
 
 
 class OutputLockedError(RuntimeError):
@@ -830,7 +830,7 @@ def _commit(staging: Path, out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
     for folder in sorted(p for p in staging.iterdir() if p.is_dir()):
         (out_dir / folder.name).mkdir(exist_ok=True)
-        for path in sorted(folder.iterdir(), key=lambda p: p.name == "schema.json"):
+        for path in sorted(folder.iterdir(), key=lambda p: p.name == SCHEMA_FILE):
             os.replace(path, out_dir / folder.name / path.name)
     for name in (SUMMARY_FILE, REPORT_FILE):
         os.replace(staging / name, out_dir / name)

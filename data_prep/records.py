@@ -8,7 +8,6 @@ little-endian float32 bytes and round-trip bit for bit.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mvi_tf.contract import SCHEMA_FILE, write_json  # noqa: F401  (SCHEMA_FILE: re-exported for readers)
+
 SCHEMA_VERSION = 1
-SCHEMA_FILE = "schema.json"
 SCALAR_FLOATS = ("pfs_months", "os_months", "age", "afp_ng_ml", "tumour_size_cm")
 SCALAR_INTS = ("label", "pfs_event", "os_event", "sex_male")
 STRINGS = ("patient_id", "centre", "cohort")
@@ -130,11 +130,7 @@ def parse_example(serialized: tf.Tensor, schema: Mapping) -> dict[str, tf.Tensor
 
 def write_json_atomic(path: str | os.PathLike, content: object) -> Path:
     """Write strict JSON (NaN or infinity raise `ValueError`) under a temporary name, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, content, strict=True)
 
 
 class ShardedWriter:

@@ -108,7 +108,6 @@ COLUMNS: tuple[ColumnSpec, ...] = (
                levels=("absent", "present"), aliases=_ABSENT_PRESENT, modalities=("mri",)),
 )
 
-OUTCOME_COLUMNS = ("pfs_months", "pfs_event", "os_months", "os_event")
 SUBGROUP_COLUMNS = ("age", "sex_male", "afp_ng_ml", "tumour_size_cm")
 
 

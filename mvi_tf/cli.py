@@ -201,7 +201,7 @@ def compare(ct_run: str, mri_run: str, out_dir: str, model: str, cohort: str) ->
     click.echo(f"Head-to-head written to {r['out_dir']}")
 
 
-# --- survival (issue 7) -----------------------------------------------------------------------------------
+# --- survival: Kaplan–Meier, log-rank and Cox by CDLM-predicted and histopathological MVI ---------------
 @main.command("survival")
 @click.option("--run", "run_dirs", multiple=True, required=True,
               type=click.Path(exists=True, file_okay=False, path_type=str),
@@ -235,7 +235,7 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
     click.echo(f"Survival analysis written to {out_dir}")
 
 
-# --- prepare (issue 3) ------------------------------------------------------------------------------------
+# --- prepare: DICOM cohort -> ROI stacks -> TFRecords ------------------------------------------------------
 @main.command("prepare")
 @click.option("--cohort", "cohort_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
               help="Cohort directory holding manifest.csv, lesions.csv and clinical.csv.")
@@ -302,7 +302,7 @@ def _records_errors(data_dir: str, modality: str):
             from None
 
 
-# --- train (issue 4) --------------------------------------------------------------------------------------
+# --- train: signatures, fusion and CDLM of one modality ----------------------------------------------------
 @main.command("train")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
               help="TFRecords directory written by `mvi-tf prepare`.")

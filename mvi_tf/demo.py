@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mvi_tf.contract import StudyLayout  # noqa: F401  (re-exported: the layout of a study directory)
+
 log = logging.getLogger(__name__)
 
 MODALITIES = ("ct", "mri")
@@ -44,56 +46,6 @@ class StudySettings:
         """A few-minute run on a 2-core laptop: a small cohort, small images, few epochs."""
         return cls(scale=0.12, dicom_image_size_px=96, roi_image_size_px=48, epochs=3, seed=seed,
                    explain_max_patients=8)
-
-
-@dataclasses.dataclass
-class StudyLayout:
-    """Where each stage of a study writes (all under one directory)."""
-
-    root: Path
-    cohort_dir: Path | None = None
-
-    @property
-    def cohort(self) -> Path:
-        return self.cohort_dir if self.cohort_dir is not None else self.root / "cohort"
-
-    @property
-    def records(self) -> Path:
-        return self.root / "tfrecords"
-
-    def run(self, modality: str) -> Path:
-        return self.root / "runs" / modality
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation"
-
-    @property
-    def compare(self) -> Path:
-        return self.root / "compare"
-
-    def explain(self, modality: str) -> Path:
-        return self.root / "explain" / modality
-
-    @property
-    def survival(self) -> Path:
-        return self.root / "survival"
-
-    @property
-    def saved_models(self) -> Path:
-        return self.root / "saved_models"
-
-    @property
-    def predict(self) -> Path:
-        return self.root / "predict"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def stages(self) -> Path:
-        return self.root / "stages"
 
 
 class _StageRunner:
@@ -246,7 +198,7 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
                                  workers=settings.workers))
     for modality in MODALITIES:
         stage(f"train_{modality}", _train_inputs(settings), ["prepare"],
-              [layout.run(modality) / "cdlm.keras", layout.run(modality) / "predictions.csv"],
+              [layout.run_files(modality).cdlm_path, layout.run_files(modality).predictions_path],
               lambda m=modality: _train_fresh(layout, m, settings, stage.fingerprints["prepare"], train))
     runs = [layout.run(m) for m in MODALITIES]
     trained = [f"train_{m}" for m in MODALITIES]

@@ -187,10 +187,6 @@ class ClassificationMetrics:
     npv_ci: tuple[float, float]
     alpha: float
 
-    def as_dict(self) -> dict:
-        """Plain ``dict`` (tuples as lists) for JSON."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
 
 @dataclasses.dataclass(frozen=True)
 class McNemarResult:

@@ -181,13 +181,7 @@ def write_series(
     series_uid = make_uid(seed, p.patient_id, modality, phase, "series")
     frame_uid = make_uid(seed, p.patient_id, modality, "frame")
     delay = PHASE_DELAY_S[phase] + 900
-    if modality == "ct":
-        hu = np.clip(np.rint(volume), -1024, 3071)
-        stored = (hu - CT_RESCALE_INTERCEPT).astype(np.int16)
-        stored[:, ~reconstruction_circle(geom)] = CT_PADDING_VALUE
-    else:
-        stored = np.clip(np.rint(volume), 0, MR_MAX_VALUE).astype(np.uint16)
-    n = geom.n_slices
+    stored = _stored_pixels(volume, geom, modality)
     # One template per series; only the per-slice attributes change between files.
     ds = _base_dataset(sop_class, make_uid(seed, p.patient_id, modality, phase, "image", 0), p, identity,
                        modality, profile)
@@ -214,41 +208,74 @@ def write_series(
     ds.Columns = geom.n_cols
     ds.BitsAllocated = 16
     if modality == "ct":
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.add_new(0x00280120, "SS", CT_PADDING_VALUE)  # PixelPaddingValue
-        ds.RescaleIntercept = f"{CT_RESCALE_INTERCEPT:.0f}"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.KVP = f"{profile.kvp:.0f}"
-        ds.ConvolutionKernel = "STANDARD"
-        ds.WindowCenter, ds.WindowWidth = WINDOWS[phase]
-        if phase != "plain":
-            ds.ContrastBolusAgent = "IOPAMIDOL 370"
+        _set_ct_attributes(ds, phase, profile)
     else:
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.add_new(0x00280120, "US", 0)  # PixelPaddingValue
-        t2 = phase == "t2"
-        ds.ScanningSequence = "SE" if t2 else "GR"
-        ds.SequenceVariant = ["SK", "SP"] if t2 else ["SP", "SS"]
-        ds.ScanOptions = "FS"
-        ds.MRAcquisitionType = "2D" if t2 else "3D"
-        ds.RepetitionTime = "2500" if t2 else "4.2"
-        ds.EchoTime = "85" if t2 else "1.9"
-        ds.FlipAngle = "150" if t2 else "10"
-        ds.MagneticFieldStrength = f"{profile.field_strength_t:.1f}"
-        ds.ImagingFrequency = f"{42.577 * profile.field_strength_t:.3f}"
-        ds.ImagedNucleus = "1H"
-        if not t2:
-            ds.ContrastBolusAgent = "GADOXETATE DISODIUM"
+        _set_mr_attributes(ds, phase, profile)
+    datasets = _write_slices(ds, stored, geom, series_dir, seed=seed, patient_id=p.patient_id, modality=modality,
+                             phase=phase, name_rng=name_rng, keep_datasets=keep_datasets)
+    return series_uid, datasets
+
+
+def _stored_pixels(volume: np.ndarray, geom: SeriesGeometry, modality: str) -> np.ndarray:
+    """Stored pixel values: CT as int16 (HU - intercept, padding outside the reconstruction circle), MR as 12-bit
+    uint16."""
+    if modality == "ct":
+        hu = np.clip(np.rint(volume), -1024, 3071)
+        stored = (hu - CT_RESCALE_INTERCEPT).astype(np.int16)
+        stored[:, ~reconstruction_circle(geom)] = CT_PADDING_VALUE
+    else:
+        stored = np.clip(np.rint(volume), 0, MR_MAX_VALUE).astype(np.uint16)
+    return stored
+
+
+def _set_ct_attributes(ds: Dataset, phase: str, profile: ScannerProfile) -> None:
+    """CT pixel encoding, acquisition and display attributes of a series template."""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.add_new(0x00280120, "SS", CT_PADDING_VALUE)  # PixelPaddingValue
+    ds.RescaleIntercept = f"{CT_RESCALE_INTERCEPT:.0f}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.KVP = f"{profile.kvp:.0f}"
+    ds.ConvolutionKernel = "STANDARD"
+    ds.WindowCenter, ds.WindowWidth = WINDOWS[phase]
+    if phase != "plain":
+        ds.ContrastBolusAgent = "IOPAMIDOL 370"
+
+
+def _set_mr_attributes(ds: Dataset, phase: str, profile: ScannerProfile) -> None:
+    """MR pixel encoding and sequence attributes of a series template (T2WI spin echo, else 3D gradient echo)."""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.add_new(0x00280120, "US", 0)  # PixelPaddingValue
+    t2 = phase == "t2"
+    ds.ScanningSequence = "SE" if t2 else "GR"
+    ds.SequenceVariant = ["SK", "SP"] if t2 else ["SP", "SS"]
+    ds.ScanOptions = "FS"
+    ds.MRAcquisitionType = "2D" if t2 else "3D"
+    ds.RepetitionTime = "2500" if t2 else "4.2"
+    ds.EchoTime = "85" if t2 else "1.9"
+    ds.FlipAngle = "150" if t2 else "10"
+    ds.MagneticFieldStrength = f"{profile.field_strength_t:.1f}"
+    ds.ImagingFrequency = f"{42.577 * profile.field_strength_t:.3f}"
+    ds.ImagedNucleus = "1H"
+    if not t2:
+        ds.ContrastBolusAgent = "GADOXETATE DISODIUM"
+
+
+def _write_slices(
+    ds: Dataset, stored: np.ndarray, geom: SeriesGeometry, series_dir: Path, *, seed: int, patient_id: str,
+    modality: str, phase: str, name_rng: np.random.Generator, keep_datasets: bool,
+) -> list[Dataset]:
+    """One file per slice from the series template ``ds``; the headers written when ``keep_datasets``."""
+    n = geom.n_slices
     datasets = []
     for k in range(n):
-        sop_uid = make_uid(seed, p.patient_id, modality, phase, "image", k)
+        sop_uid = make_uid(seed, patient_id, modality, phase, "image", k)
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
         ds.SOPInstanceUID = sop_uid
         # CT stacks are numbered head to foot, MR foot to head, as scanners commonly do.
@@ -261,7 +288,7 @@ def write_series(
             header = copy.deepcopy(ds)
             del header.PixelData  # highdicom needs the source images' metadata only
             datasets.append(header)
-    return series_uid, datasets
+    return datasets
 
 
 def write_seg(

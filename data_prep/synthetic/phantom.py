@@ -580,13 +580,6 @@ def render_study(
     return images
 
 
-def render_phase(seed: int, p: Phenotype, modality: str, phase: str, geom: SeriesGeometry) -> np.ndarray:
-    """Render one phase of one study on ``geom`` (see :func:`render_study`)."""
-    if phase not in MODALITY_PHASES.get(modality, ()):
-        raise ValueError(f"Unknown phase for modality {modality!r}. Received: phase={phase}")
-    return render_study(seed, p, modality, {phase: geom})[phase]
-
-
 def reconstruction_circle(geom: SeriesGeometry) -> np.ndarray:
     """Boolean ``(rows, columns)`` mask of pixels inside the CT reconstruction circle."""
     r = (np.arange(geom.n_rows) - (geom.n_rows - 1) / 2)[:, None]

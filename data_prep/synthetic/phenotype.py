@@ -522,10 +522,3 @@ def draw_cohort_phenotypes(seed: int = 0, scale: float = 1.0) -> list[Phenotype]
             patients.append(draw_phenotype(int(seed), spec, index, int(labels[index]), prior))
     return patients
 
-
-def centre_spec(code: str) -> CentreSpec:
-    """The :class:`CentreSpec` with centre code ``code``."""
-    for spec in CENTRES:
-        if spec.code == code:
-            return spec
-    raise ValueError(f"Unknown centre code. Received: code={code!r}")

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from data_prep.records import SCHEMA_FILE, parse_example
+from data_prep.records import parse_example
+from mvi_tf.contract import SCHEMA_FILE
 
 MODALITIES = ("ct", "mri")
 

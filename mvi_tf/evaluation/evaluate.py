@@ -9,6 +9,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mvi_tf import na, stats
+from mvi_tf.contract import THRESHOLDS_FILE
 from mvi_tf.evaluation import decision_curves as dca
 from mvi_tf.evaluation.calibration_report import (
     calibration_markdown,
@@ -21,6 +22,7 @@ from mvi_tf.evaluation.rundir import (
     COHORT_LABELS,
     COHORTS,
     SYNTHETIC_LABEL,
+    THRESHOLD_FROM_FILE,
     RunData,
     load_run,
     model_label,
@@ -140,61 +142,21 @@ def evaluate_runs(
     dict
         The content of ``evaluation.json`` plus ``out_dir``.
     """
-    if not run_dirs:
-        raise ValueError(f"Give at least one run directory. Received: run_dirs={run_dirs}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1). Received: alpha={alpha}")
-    runs = [load_run(d) for d in run_dirs]
-    modalities = [r.modality for r in runs]
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(
-            f"Give one run per modality. Received: modalities={modalities} for run_dirs={run_dirs}"
-        )
+    runs = _load_runs(run_dirs, alpha)
     is_synthetic = any(r.synthetic for r in runs) if synthetic is None else bool(synthetic)
     data_label = SYNTHETIC_LABEL if is_synthetic else ""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     rows = performance_rows(runs, ALL_COHORTS, alpha=alpha)
-    long = pd.DataFrame(rows).drop(columns=[na.KEY], errors="ignore")  # the `note` column carries the reasons
-    long.insert(0, "data_label", data_label)
-    long.to_csv(out / "performance.csv", index=False)
-    wide = table3_frame(rows, TABLE3_COHORTS)
-    wide.insert(0, "data_label", data_label)
-    wide.to_csv(out / "table3.csv", index=False)
-    internal = table3_frame(rows, ("internal_validation",))
-
-    decision: dict[str, dict] = {}
-    subgroup_rows: list[dict] = []
+    wide, internal = _write_performance(out, rows, data_label)
     files = ["table3.csv", "table3.md", "performance.csv"]
-    for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress):
-        decision[run.modality], figure_files = _figures(run, out, is_synthetic, alpha)
-        files += figure_files
-        if subgroup_model in run.models:
-            subgroup_rows += subgroup_analysis(run, subgroup_model, TABLE3_COHORTS, age_cutoff, alpha)
-        else:
-            logger.warning("Run %s has no %r scores; no stratified analysis.", run.run_dir, subgroup_model)
-
-    notes = [
-        (
-            "SEN, SPE and ACC at each model's Youden threshold chosen on the training split and applied "
-            "unchanged to every cohort, with exact (Clopper-Pearson) 95% CIs; AUC 95% CI by DeLong (pROC); "
-            "training cohort = train + internal validation splits."
-        ),
-    ]
-    recomputed = [
-        f"{r.modality}:{m}" for r in runs for m, s in r.threshold_source.items() if s != "thresholds.json"
-    ]
-    if recomputed:
-        notes.append(f"Thresholds missing from thresholds.json, recomputed on the train split: {recomputed}.")
-    md = [
-        table3_markdown(
-            wide, TABLE3_COHORTS, "Table 3. Predictive performance of the developed models", is_synthetic
-        )
-    ]
-    md.append(table3_markdown(internal, ("internal_validation",), "Internal validation split", False))
-    md += [f"*{n}*" for n in notes]
-    (out / "table3.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    decision, subgroup_rows, figure_files = _per_run_outputs(
+        runs, out, is_synthetic, alpha, subgroup_model, age_cutoff, progress
+    )
+    files += figure_files
+    notes = _notes(runs)
+    _write_table3_markdown(out, wide, internal, notes, is_synthetic)
 
     calibration = calibration_rows(runs, ALL_COHORTS, alpha=alpha)
     files += _write_table(out, "calibration", calibration, data_label,
@@ -204,31 +166,15 @@ def evaluate_runs(
     if improvement:
         files += _write_table(out, "improvement", improvement, data_label,
                               improvement_markdown(improvement, is_synthetic))
-
     if subgroup_rows:
-        sub = pd.DataFrame(subgroup_rows).drop(columns=[na.KEY], errors="ignore")
-        sub.insert(0, "data_label", data_label)
-        sub.to_csv(out / "subgroups.csv", index=False)
-        (out / "subgroups.md").write_text(subgroups_markdown(subgroup_rows, is_synthetic), encoding="utf-8")
-        files += ["subgroups.csv", "subgroups.md"]
+        files += _write_subgroups(out, subgroup_rows, data_label, is_synthetic)
 
     result = {
         "synthetic": is_synthetic,
         "data_label": data_label,
         "alpha": alpha,
         "cohort_definitions": {c: list(s) for c, s in COHORTS.items()},
-        "runs": [
-            {
-                "run_dir": str(r.run_dir),
-                "modality": r.modality,
-                "models": r.models,
-                "thresholds": r.thresholds,
-                "threshold_source": r.threshold_source,
-                "n_by_split": r.predictions["split"].value_counts().to_dict(),
-                "synthetic_flag": r.synthetic,
-            }
-            for r in runs
-        ],
+        "runs": [_run_summary(r) for r in runs],
         "notes": notes,
         "performance": rows,
         "decision_curves": decision,
@@ -239,3 +185,100 @@ def evaluate_runs(
     }
     write_json(out / "evaluation.json", result)
     return {**to_jsonable(result), "out_dir": str(out)}
+
+
+def _load_runs(run_dirs: list[str | Path], alpha: float) -> list[RunData]:
+    """The runs to evaluate, after checking the arguments (at least one run, one per modality)."""
+    if not run_dirs:
+        raise ValueError(f"Give at least one run directory. Received: run_dirs={run_dirs}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1). Received: alpha={alpha}")
+    runs = [load_run(d) for d in run_dirs]
+    modalities = [r.modality for r in runs]
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(
+            f"Give one run per modality. Received: modalities={modalities} for run_dirs={run_dirs}"
+        )
+    return runs
+
+
+def _write_performance(out: Path, rows: list[dict], data_label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``performance.csv`` and ``table3.csv``; return the Table 3 frame and the internal validation one."""
+    long = pd.DataFrame(rows).drop(columns=[na.KEY], errors="ignore")  # the `note` column carries the reasons
+    long.insert(0, "data_label", data_label)
+    long.to_csv(out / "performance.csv", index=False)
+    wide = table3_frame(rows, TABLE3_COHORTS)
+    wide.insert(0, "data_label", data_label)
+    wide.to_csv(out / "table3.csv", index=False)
+    return wide, table3_frame(rows, ("internal_validation",))
+
+
+def _per_run_outputs(
+    runs: list[RunData], out: Path, is_synthetic: bool, alpha: float, subgroup_model: str, age_cutoff: float,
+    progress: bool,
+) -> tuple[dict[str, dict], list[dict], list[str]]:
+    """Figures and stratified analysis of every run: DCA summaries per modality, subgroup rows, file names."""
+    decision: dict[str, dict] = {}
+    subgroup_rows: list[dict] = []
+    files: list[str] = []
+    for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress):
+        decision[run.modality], figure_files = _figures(run, out, is_synthetic, alpha)
+        files += figure_files
+        if subgroup_model in run.models:
+            subgroup_rows += subgroup_analysis(run, subgroup_model, TABLE3_COHORTS, age_cutoff, alpha)
+        else:
+            logger.warning("Run %s has no %r scores; no stratified analysis.", run.run_dir, subgroup_model)
+    return decision, subgroup_rows, files
+
+
+def _notes(runs: list[RunData]) -> list[str]:
+    """Footnotes of Table 3: the threshold rule, and the models whose threshold had to be recomputed."""
+    notes = [
+        (
+            "SEN, SPE and ACC at each model's Youden threshold chosen on the training split and applied "
+            "unchanged to every cohort, with exact (Clopper-Pearson) 95% CIs; AUC 95% CI by DeLong (pROC); "
+            "training cohort = train + internal validation splits."
+        ),
+    ]
+    recomputed = [
+        f"{r.modality}:{m}" for r in runs for m, s in r.threshold_source.items() if s != THRESHOLD_FROM_FILE
+    ]
+    if recomputed:
+        notes.append(f"Thresholds missing from {THRESHOLDS_FILE}, recomputed on the train split: {recomputed}.")
+    return notes
+
+
+def _write_table3_markdown(
+    out: Path, wide: pd.DataFrame, internal: pd.DataFrame, notes: list[str], is_synthetic: bool
+) -> None:
+    """``table3.md``: Table 3, the internal validation table and the footnotes."""
+    md = [
+        table3_markdown(
+            wide, TABLE3_COHORTS, "Table 3. Predictive performance of the developed models", is_synthetic
+        )
+    ]
+    md.append(table3_markdown(internal, ("internal_validation",), "Internal validation split", False))
+    md += [f"*{n}*" for n in notes]
+    (out / "table3.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
+def _write_subgroups(out: Path, subgroup_rows: list[dict], data_label: str, is_synthetic: bool) -> list[str]:
+    """``subgroups.csv`` and ``subgroups.md``; returns the two file names."""
+    sub = pd.DataFrame(subgroup_rows).drop(columns=[na.KEY], errors="ignore")
+    sub.insert(0, "data_label", data_label)
+    sub.to_csv(out / "subgroups.csv", index=False)
+    (out / "subgroups.md").write_text(subgroups_markdown(subgroup_rows, is_synthetic), encoding="utf-8")
+    return ["subgroups.csv", "subgroups.md"]
+
+
+def _run_summary(run: RunData) -> dict:
+    """One run's entry of ``evaluation.json``."""
+    return {
+        "run_dir": str(run.run_dir),
+        "modality": run.modality,
+        "models": run.models,
+        "thresholds": run.thresholds,
+        "threshold_source": run.threshold_source,
+        "n_by_split": run.predictions["split"].value_counts().to_dict(),
+        "synthetic_flag": run.synthetic,
+    }

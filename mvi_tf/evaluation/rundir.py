@@ -7,16 +7,22 @@ Only ``predictions.csv`` and ``thresholds.json`` are read for numbers; ``metrics
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mvi_tf import stats
+from mvi_tf.contract import (  # noqa: F401  (to_jsonable, write_json: this module's public JSON writers)
+    PREDICTIONS_FILE,
+    THRESHOLDS_FILE,
+    RunFiles,
+    read_json,
+    to_jsonable,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ class RunData:
     thresholds : dict[str, float]
         Youden threshold per model from ``thresholds.json``.
     threshold_source : dict[str, str]
-        ``"thresholds.json"`` or ``"recomputed on train split"`` per model.
+        :data:`THRESHOLD_FROM_FILE` or :data:`THRESHOLD_RECOMPUTED` per model.
     synthetic : bool
         Whether the run's cohort is synthetic.
     """
@@ -111,23 +117,6 @@ class RunData:
         return self.predictions[self.predictions["split"].isin(COHORTS[cohort])]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise TypeError(f"{path} must hold a JSON object. Received: {type(data).__name__}")
-    return data
-
-
-def _read_yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return data if isinstance(data, dict) else {}
-
-
 def _flag(value: object) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -142,21 +131,21 @@ def detect_synthetic(run_dir: str | Path) -> bool:
     True when ``metrics.json`` has ``"synthetic": true``, or ``config.yaml`` has ``data: {synthetic: true}``,
     or the copied ``schema.json`` has ``"synthetic": true``; False otherwise.
     """
-    run_dir = Path(run_dir)
+    files = RunFiles(Path(run_dir))
     candidates: list[object] = []
-    if (run_dir / "metrics.json").is_file():
-        candidates.append(_read_json(run_dir / "metrics.json").get("synthetic"))
-    if (run_dir / "config.yaml").is_file():
-        data = _read_yaml(run_dir / "config.yaml").get("data")
+    if files.metrics_path.is_file():
+        candidates.append(files.metrics().get("synthetic"))
+    if files.config_path.is_file():
+        data = files.config().get("data")
         candidates.append(data.get("synthetic") if isinstance(data, dict) else None)
-    if (run_dir / "schema.json").is_file():
-        candidates.append(_read_json(run_dir / "schema.json").get("synthetic"))
+    if files.schema_path.is_file():
+        candidates.append(files.schema().get("synthetic"))
     return any(_flag(c) for c in candidates)
 
 
 def _read_thresholds(path: Path) -> dict[str, float]:
     """``thresholds.json`` as ``{model: float}``; values are numbers or objects with a ``threshold`` key."""
-    raw = _read_json(path)
+    raw = read_json(path)
     if isinstance(raw.get("thresholds"), dict):
         raw = raw["thresholds"]
     out: dict[str, float] = {}
@@ -170,6 +159,12 @@ def _read_thresholds(path: Path) -> dict[str, float]:
             raise ValueError(f"{path}: threshold of {model!r} must be a number. Received: {value!r}")
         out[model] = float(value)
     return out
+
+
+THRESHOLD_FROM_FILE = THRESHOLDS_FILE
+"""``threshold_source`` of a threshold read from the run's thresholds file."""
+THRESHOLD_RECOMPUTED = "recomputed on train split"
+"""``threshold_source`` of a threshold fitted on the ``train`` split because the thresholds file lacked it."""
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -187,11 +182,26 @@ def load_run(run_dir: str | Path) -> RunData:
     -------
     RunData
     """
-    run_dir = Path(run_dir)
-    pred_path = run_dir / "predictions.csv"
+    files = RunFiles(Path(run_dir))
+    df, models = _read_predictions(files)
+    thresholds, source = _run_thresholds(files, df, models)
+    return RunData(
+        run_dir=files.root,
+        modality=_run_modality(files, df),
+        predictions=df,
+        models=models,
+        thresholds=thresholds,
+        threshold_source=source,
+        synthetic=detect_synthetic(files.root),
+    )
+
+
+def _read_predictions(files: RunFiles) -> tuple[pd.DataFrame, list[str]]:
+    """``predictions.csv`` checked (columns, unique patients, splits, 0/1 labels, probabilities) and its models."""
+    pred_path = files.predictions_path
     if not pred_path.is_file():
-        raise FileNotFoundError(f"No predictions.csv in run directory {run_dir}")
-    df = pd.read_csv(pred_path, dtype={"patient_id": str})
+        raise FileNotFoundError(f"No {PREDICTIONS_FILE} in run directory {files.root}")
+    df = files.predictions(dtype={"patient_id": str})
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -232,75 +242,53 @@ def load_run(run_dir: str | Path) -> RunData:
                 f"Received: {row[model]!r}"
             )
         df[model] = scores.astype(float)
+    return df, models
 
+
+def _run_modality(files: RunFiles, df: pd.DataFrame) -> str:
+    """The run's one modality: the ``modality`` column, else ``config.yaml`` (``data.modality`` or ``modality``)."""
     if "modality" in df.columns and df["modality"].nunique() == 1:
-        modality = str(df["modality"].iloc[0]).lower()
-    elif "modality" in df.columns:
+        return str(df["modality"].iloc[0]).lower()
+    if "modality" in df.columns:
         raise ValueError(
-            f"{pred_path} mixes modalities {sorted(df['modality'].unique())}; one run per modality."
+            f"{files.predictions_path} mixes modalities {sorted(df['modality'].unique())}; one run per modality."
         )
-    else:
-        config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
-        data = config.get("data") if isinstance(config.get("data"), dict) else {}
-        modality = str(data.get("modality", config.get("modality", ""))).lower()
-        if not modality:
-            raise ValueError(
-                f"Cannot tell the modality of run {run_dir}: no modality column or config entry."
-            )
+    config = files.config() if files.config_path.is_file() else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    modality = str(data.get("modality", config.get("modality", ""))).lower()
+    if not modality:
+        raise ValueError(
+            f"Cannot tell the modality of run {files.root}: no modality column or config entry."
+        )
+    return modality
 
-    thr_path = run_dir / "thresholds.json"
+
+def _run_thresholds(
+    files: RunFiles, df: pd.DataFrame, models: list[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Threshold and its source per model: ``thresholds.json``, else the Youden cut of the ``train`` split."""
+    thr_path = files.thresholds_path
     thresholds = _read_thresholds(thr_path) if thr_path.is_file() else {}
     source: dict[str, str] = {}
     train = df[df["split"] == "train"]
     for model in models:
         if model in thresholds:
-            source[model] = "thresholds.json"
+            source[model] = THRESHOLD_FROM_FILE
             continue
         if train.empty:
             raise ValueError(
-                f"Run {run_dir}: no threshold for {model!r} in {thr_path} and no train split to fit one."
+                f"Run {files.root}: no threshold for {model!r} in {thr_path} and no train split to fit one."
             )
         thresholds[model] = stats.youden_threshold(
             train["label"].to_numpy(), train[model].to_numpy()
         ).threshold
-        source[model] = "recomputed on train split"
+        source[model] = THRESHOLD_RECOMPUTED
         logger.warning(
-            "Run %s: %s has no threshold in thresholds.json; using the train-split Youden threshold.",
-            run_dir,
+            "Run %s: %s has no threshold in %s; using the train-split Youden threshold.",
+            files.root,
             model,
+            THRESHOLDS_FILE,
         )
-    return RunData(
-        run_dir=run_dir,
-        modality=modality,
-        predictions=df,
-        models=models,
-        thresholds={m: thresholds[m] for m in models},
-        threshold_source=source,
-        synthetic=detect_synthetic(run_dir),
-    )
+    return {m: thresholds[m] for m in models}, source
 
 
-def to_jsonable(value: object) -> object:
-    """Convert numpy scalars/arrays, tuples and non-finite floats (-> None) for strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write strict JSON (NaN/inf as null)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(payload), f, indent=2, allow_nan=False)
-        f.write("\n")

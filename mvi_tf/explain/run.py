@@ -17,16 +17,17 @@ into ``out_dir``:
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from mvi_tf import na
+from mvi_tf.contract import CONFIG_FILE, FEATURE_SELECTION_FILE, SCHEMA_FILE, RunFiles, to_jsonable, write_json
 from mvi_tf.explain import localisation as loc
 from mvi_tf.explain.gradcam import DEFAULT_STAGE, ENGINES, METHODS, compute_gradcam, score_view, target_layer_name
 from mvi_tf.explain.overlays import save_patient_maps, save_patient_overlay
@@ -41,13 +42,7 @@ log = logging.getLogger(__name__)
 
 TABULAR_INPUT = "tabular"
 SLICE_DISTANCE_WARN_MM = 5.0
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"Expected file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
+SUMMARY_FILE = "explain_summary.json"
 
 
 def tabular_feature_names(schema: dict) -> list[str]:
@@ -60,32 +55,31 @@ def tabular_feature_names(schema: dict) -> list[str]:
     for names in candidates:
         if isinstance(names, list) and names:
             return [n["name"] if isinstance(n, dict) else str(n) for n in names]
-    raise ValueError(f"schema.json lists no tabular feature names. Keys present: {sorted(schema)}")
+    raise ValueError(f"{SCHEMA_FILE} lists no tabular feature names. Keys present: {sorted(schema)}")
 
 
 def _modality_of(run_dir: Path, schema: dict) -> str:
     for key in ("modality",):
         if isinstance(schema.get(key), str):
             return schema[key]
-    config = run_dir / "config.yaml"
-    if config.is_file():
-        import yaml
-
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    files = RunFiles(run_dir)
+    if files.config_path.is_file():
+        cfg = files.config()
         for section in (cfg, cfg.get("data") or {}):
             if isinstance(section, dict) and isinstance(section.get("modality"), str):
                 return section["modality"]
-    raise ValueError(f"Cannot tell the run's modality: no 'modality' in {run_dir / 'schema.json'} or config.yaml")
+    raise ValueError(f"Cannot tell the run's modality: no 'modality' in {files.schema_path} or {CONFIG_FILE}")
 
 
 def _load_run(run_dir: Path):
     import keras
 
-    model_path = run_dir / "cdlm.keras"
+    files = RunFiles(run_dir)
+    model_path = files.cdlm_path
     if not model_path.is_file():
         raise FileNotFoundError(f"Run directory has no trained CDLM: {model_path}")
     model = keras.models.load_model(model_path, compile=False)
-    schema = _read_json(run_dir / "schema.json")
+    schema = files.schema()
     input_names = [t.name for t in model.inputs]
     phases = [n for n in input_names if n != TABULAR_INPUT]
     # A reloaded model lists its dict inputs sorted by name; keep the study's phase order where it is known.
@@ -93,12 +87,12 @@ def _load_run(run_dir: Path):
     phases = ordered + [p for p in phases if p not in ordered]
     selected_idx = None
     if TABULAR_INPUT in input_names:
-        selected = _read_json(run_dir / "feature_selection.json").get("selected")
+        selected = files.feature_selection().get("selected")
         names = tabular_feature_names(schema)
         unknown = [s for s in selected or [] if s not in names]
         if not selected or unknown:
             raise ValueError(
-                f"feature_selection.json 'selected' must name schema features. Received: selected={selected}, "
+                f"{FEATURE_SELECTION_FILE} 'selected' must name schema features. Received: selected={selected}, "
                 f"unknown={unknown}"
             )
         selected_idx = np.array([names.index(s) for s in selected])
@@ -217,19 +211,6 @@ def _batched_maps(model, view, examples, phases, selected_idx, method, batch_siz
     return {p: np.concatenate(v) for p, v in maps.items()}, np.concatenate(probs)
 
 
-def _clean(value):
-    """JSON-safe copy: NaN -> None, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def explain_run(
     run_dir: str | Path,
     records_dir: str | Path,
@@ -293,6 +274,52 @@ def explain_run(
     dict
         The content of ``explain_summary.json``.
     """
+    _check_options(method, engine, randomisation, stage, batch_size)
+    run_dir, records_dir, out_dir = Path(run_dir), Path(records_dir), Path(out_dir)
+    cohort_dir = Path(cohort_dir) if cohort_dir is not None else None
+    if cohort_dir is not None and not (cohort_dir / "manifest.csv").is_file():
+        raise FileNotFoundError(f"Cohort directory has no manifest.csv: {cohort_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    plan = _plan(run_dir, records_dir, cohort_dir, patients, cohorts, max_patients)
+    model, phases, examples, selected_idx = plan.model, plan.phases, plan.examples, plan.selected_idx
+    view = score_view(model)
+    maps, probabilities = _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine, stage)
+    random_model = loc.randomise_weights(model, phases, seed=seed)
+    random_maps, _ = _batched_maps(
+        random_model, score_view(random_model), examples, phases, selected_idx, method, batch_size, engine, stage
+    )
+
+    tally = _Tally(corr={p: [] for p in phases})
+    overlay_dir, maps_dir = out_dir / "overlays", out_dir / "maps"
+    for i, ex in enumerate(tqdm(examples, desc=f"explain {plan.modality}", unit="patient", disable=not progress)):
+        pid = ex["patient_id"]
+        roi_maps = {p: maps[p][i] for p in phases}
+        rnd_maps = {p: random_maps[p][i] for p in phases}
+        slices, placed, sector = _explain_patient(plan, ex, roi_maps, rnd_maps, tolerance_mm, tally)
+        subtitle = f"P(MVI)={probabilities[i]:.2f}  label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}"
+        save_patient_overlay(
+            overlay_dir / f"{pid}.png", pid, phases, {p: ex[p] for p in phases}, roi_maps, slices, placed, sector,
+            subtitle,
+        )
+        save_patient_maps(maps_dir / f"{pid}.npz", roi_maps, placed, rnd_maps, sector)
+
+    _feature_maps(model, examples[0], phases, selected_idx, out_dir / "feature_maps", feature_map_filters)
+    _write_scores(out_dir / "localisation.csv", tally.scores)
+
+    summary = _summary(plan, tally, method, engine, stage, cohorts, tolerance_mm, randomisation, seed)
+    if randomisation == "cascading":
+        summary["cascading_rank_corr"] = _cascade(
+            model, examples, phases, selected_idx, method, batch_size, seed, maps, engine, stage
+        )
+    summary = to_jsonable(summary)
+    write_json(out_dir / SUMMARY_FILE, summary)
+    log.info("explain: %d patients, summary in %s", len(examples), out_dir / SUMMARY_FILE)
+    return summary
+
+
+def _check_options(method: str, engine: str, randomisation: str, stage: int, batch_size: int) -> None:
+    """Raise on a map type, engine, randomisation, stage or batch size that :func:`explain_run` does not know."""
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
     if engine not in ENGINES:
@@ -303,93 +330,129 @@ def explain_run(
         raise ValueError(f"`stage` must be 3 or 4. Received: stage={stage!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
-    run_dir, records_dir, out_dir = Path(run_dir), Path(records_dir), Path(out_dir)
-    cohort_dir = Path(cohort_dir) if cohort_dir is not None else None
-    if cohort_dir is not None and not (cohort_dir / "manifest.csv").is_file():
-        raise FileNotFoundError(f"Cohort directory has no manifest.csv: {cohort_dir}")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What an explain run works on: the model, its patients, their ROI frames, DICOM series and truth rows."""
+
+    model: Any
+    phases: list[str]
+    selected_idx: np.ndarray | None
+    modality: str
+    examples: list[dict]
+    frames: dict[str, RoiFrame]
+    series: dict[tuple[str, str], tuple[Path, str | None]]
+    truth_rows: dict[str, dict]
+    cohort_dir: Path | None
+
+
+@dataclasses.dataclass
+class _Tally:
+    """Per-patient results gathered over the loop: localisation scores, rank correlations and counts."""
+
+    corr: dict[str, list[float]]
+    scores: list[loc.PatientScore] = dataclasses.field(default_factory=list)
+    n_positive: int = 0
+    n_no_truth: int = 0
+    n_sector_outside: int = 0
+
+
+def _plan(
+    run_dir: Path, records_dir: Path, cohort_dir: Path | None, patients: Sequence[str] | None,
+    cohorts: Sequence[str] | None, max_patients: int | None,
+) -> _Plan:
+    """Load the run and the patients to explain, with their ROI provenance and (optionally) the cohort's files."""
     model, _schema, phases, selected_idx, modality = _load_run(run_dir)
     examples = _select(_load_examples(records_dir, modality, phases, cohorts), patients, max_patients)
     if not examples:
         raise ValueError(f"No patients to explain in {records_dir / modality} for cohorts={cohorts}.")
     image_size = int(examples[0][phases[0]].shape[0])
-    frames = _roi_frames(records_dir, modality, image_size)
-    series = _series_dirs(cohort_dir, modality) if cohort_dir is not None else {}
-    truth_rows = _truth_rows(cohort_dir, modality) if cohort_dir is not None else {}
-
-    view = score_view(model)
-    maps, probabilities = _batched_maps(model, view, examples, phases, selected_idx, method, batch_size, engine, stage)
-    random_model = loc.randomise_weights(model, phases, seed=seed)
-    random_maps, _ = _batched_maps(
-        random_model, score_view(random_model), examples, phases, selected_idx, method, batch_size, engine, stage
+    return _Plan(
+        model=model,
+        phases=phases,
+        selected_idx=selected_idx,
+        modality=modality,
+        examples=examples,
+        frames=_roi_frames(records_dir, modality, image_size),
+        series=_series_dirs(cohort_dir, modality) if cohort_dir is not None else {},
+        truth_rows=_truth_rows(cohort_dir, modality) if cohort_dir is not None else {},
+        cohort_dir=cohort_dir,
     )
 
-    scores: list[loc.PatientScore] = []
-    corr: dict[str, list[float]] = {p: [] for p in phases}
-    n_positive = n_no_truth = n_sector_outside = 0
-    overlay_dir, maps_dir = out_dir / "overlays", out_dir / "maps"
-    for i, ex in enumerate(tqdm(examples, desc=f"explain {modality}", unit="patient", disable=not progress)):
-        pid = ex["patient_id"]
-        roi_maps = {p: maps[p][i] for p in phases}
-        rnd_maps = {p: random_maps[p][i] for p in phases}
-        for p in phases:
-            corr[p].append(loc.rank_correlation(roi_maps[p], rnd_maps[p]))
-        frame = frames.get(pid)
-        if frame is None:
-            log.warning("Patient %s: no ROI in prepare_report.csv; maps stay in the ROI frame.", pid)
-        slices, placed = {}, {}
-        if frame is not None and cohort_dir is not None:
-            for p in phases:
-                if (pid, p) not in series:
-                    raise ValueError(f"Patient {pid}: no {modality} series for phase {p!r} in {cohort_dir}/manifest.csv")
-                series_dir, uid = series[(pid, p)]
-                try:
-                    axial = read_nearest_slice(series_dir, frame.z_mm, uid)
-                except (OSError, ValueError) as err:
-                    raise ValueError(f"Patient {pid}, phase {p}: cannot read series {series_dir}: {err}") from err
-                if axial.distance_mm > SLICE_DISTANCE_WARN_MM:
-                    log.warning("Patient %s, phase %s: nearest slice is %.1f mm from the ROI slice.", pid, p,
-                                axial.distance_mm)
-                slices[p] = axial
-                placed[p] = roi_to_slice(roi_maps[p], frame, axial.geometry)
-        sector = None
-        if ex["label"] == 1:
-            n_positive += 1
-            truth = cohort_dir / "truth" / "invasion" / f"{pid}_{modality}.nii.gz" if cohort_dir else None
-            if frame is None or truth is None or not truth.is_file():
-                n_no_truth += 1
-            else:
-                sector = read_nifti_mask_in_roi(truth, frame)
-                scored = [
-                    loc.score_patient(pid, p, roi_maps[p], rnd_maps[p], sector, frame.pixel_mm, tolerance_mm,
-                                      sign_visible=_sign_visible(truth_rows.get(pid), p))
-                    for p in phases
-                ]
-                if scored[0] is None:
-                    n_sector_outside += 1
-                scores += [s for s in scored if s is not None]
-        subtitle = f"P(MVI)={probabilities[i]:.2f}  label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}"
-        save_patient_overlay(
-            overlay_dir / f"{pid}.png", pid, phases, {p: ex[p] for p in phases}, roi_maps, slices, placed, sector,
-            subtitle,
-        )
-        save_patient_maps(maps_dir / f"{pid}.npz", roi_maps, placed, rnd_maps, sector)
 
-    _feature_maps(model, examples[0], phases, selected_idx, out_dir / "feature_maps", feature_map_filters)
-    _write_scores(out_dir / "localisation.csv", scores)
+def _explain_patient(
+    plan: _Plan, ex: dict, roi_maps: dict, rnd_maps: dict, tolerance_mm: float, tally: _Tally
+) -> tuple[dict, dict, np.ndarray | None]:
+    """Rank correlations, slice placement and localisation scores of one patient; returns slices, placed maps
+    and the invasion sector (None when the patient has none)."""
+    pid = ex["patient_id"]
+    for p in plan.phases:
+        tally.corr[p].append(loc.rank_correlation(roi_maps[p], rnd_maps[p]))
+    frame = plan.frames.get(pid)
+    if frame is None:
+        log.warning("Patient %s: no ROI in prepare_report.csv; maps stay in the ROI frame.", pid)
+    slices, placed = {}, {}
+    if frame is not None and plan.cohort_dir is not None:
+        slices, placed = _place_on_slices(plan, pid, frame, roi_maps)
+    sector = None
+    if ex["label"] == 1:
+        tally.n_positive += 1
+        cohort_dir = plan.cohort_dir
+        truth = cohort_dir / "truth" / "invasion" / f"{pid}_{plan.modality}.nii.gz" if cohort_dir else None
+        if frame is None or truth is None or not truth.is_file():
+            tally.n_no_truth += 1
+        else:
+            sector = read_nifti_mask_in_roi(truth, frame)
+            scored = [
+                loc.score_patient(pid, p, roi_maps[p], rnd_maps[p], sector, frame.pixel_mm, tolerance_mm,
+                                  sign_visible=_sign_visible(plan.truth_rows.get(pid), p))
+                for p in plan.phases
+            ]
+            if scored[0] is None:
+                tally.n_sector_outside += 1
+            tally.scores += [s for s in scored if s is not None]
+    return slices, placed, sector
 
+
+def _place_on_slices(plan: _Plan, pid: str, frame: RoiFrame, roi_maps: dict) -> tuple[dict, dict]:
+    """Each phase's nearest axial DICOM slice to the ROI and the ROI map placed on it."""
+    slices, placed = {}, {}
+    for p in plan.phases:
+        if (pid, p) not in plan.series:
+            raise ValueError(
+                f"Patient {pid}: no {plan.modality} series for phase {p!r} in {plan.cohort_dir}/manifest.csv"
+            )
+        series_dir, uid = plan.series[(pid, p)]
+        try:
+            axial = read_nearest_slice(series_dir, frame.z_mm, uid)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"Patient {pid}, phase {p}: cannot read series {series_dir}: {err}") from err
+        if axial.distance_mm > SLICE_DISTANCE_WARN_MM:
+            log.warning("Patient %s, phase %s: nearest slice is %.1f mm from the ROI slice.", pid, p,
+                        axial.distance_mm)
+        slices[p] = axial
+        placed[p] = roi_to_slice(roi_maps[p], frame, axial.geometry)
+    return slices, placed
+
+
+def _summary(
+    plan: _Plan, tally: _Tally, method: str, engine: str, stage: int, cohorts: Sequence[str] | None,
+    tolerance_mm: float, randomisation: str, seed: int,
+) -> dict[str, Any]:
+    """The content of ``explain_summary.json`` (before the cascading randomisation is added)."""
+    phases = plan.phases
     summary = {
-        "modality": modality,
+        "modality": plan.modality,
         "method": method,
         "engine": engine,
         "target_layers": {p: target_layer_name(p, stage) for p in phases},
         "phases": phases,
         "cohorts": list(cohorts) if cohorts else None,
-        "n_patients": len(examples),
-        "n_mvi_positive": n_positive,
-        "n_mvi_positive_without_truth": n_no_truth,
-        "n_mvi_positive_sector_outside_slice": n_sector_outside,
+        "n_patients": len(plan.examples),
+        "n_mvi_positive": tally.n_positive,
+        "n_mvi_positive_without_truth": tally.n_no_truth,
+        "n_mvi_positive_sector_outside_slice": tally.n_sector_outside,
         "tolerance_mm": tolerance_mm,
         "centre_baseline_sigma_fraction_of_side": 1.0 / 6.0,
         "randomisation": randomisation,
@@ -398,25 +461,17 @@ def explain_run(
             p: na.explain({"mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
                            "median": float(np.nanmedian(v)) if np.isfinite(v).any() else None, "n": len(v)},
                           mean=loc.CONSTANT_MAPS, median=loc.CONSTANT_MAPS)
-            for p, v in corr.items()
+            for p, v in tally.corr.items()
         },
     }
-    if scores:
-        summary["localisation"] = loc.summarise_scores(scores, phases)
+    if tally.scores:
+        summary["localisation"] = loc.summarise_scores(tally.scores, phases)
     else:
         summary["localisation_note"] = (
             "no MVI-positive patient with a truth invasion sector on its ROI slice"
-            + ("" if cohort_dir else " (no cohort directory given)")
+            + ("" if plan.cohort_dir else " (no cohort directory given)")
         )
         na.mark(summary, "localisation", summary["localisation_note"])
-    if randomisation == "cascading":
-        summary["cascading_rank_corr"] = _cascade(
-            model, examples, phases, selected_idx, method, batch_size, seed, maps, engine, stage
-        )
-    summary = _clean(summary)
-    with (out_dir / "explain_summary.json").open("w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    log.info("explain: %d patients, summary in %s", len(examples), out_dir / "explain_summary.json")
     return summary
 
 
@@ -455,8 +510,6 @@ def _feature_maps(model, example, phases, selected_idx, out_dir: Path, n_filters
 
 
 def _write_scores(path: Path, scores: Sequence[loc.PatientScore]) -> None:
-    import dataclasses
-
     fields = [f.name for f in dataclasses.fields(loc.PatientScore)]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

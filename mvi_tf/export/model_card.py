@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mvi_tf.contract import PREDICTIONS_FILE, RunFiles, read_json
+
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
 
@@ -35,13 +37,6 @@ INT8_NOTE = (
 )
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Run file {path} is not valid JSON: {err}") from err
-
-
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """Read the files of a training run directory that export and predict need.
 
@@ -61,30 +56,31 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory not found: {run_dir}")
-    required = ["cdlm.keras", "schema.json", "feature_selection.json", "thresholds.json"]
-    missing = [name for name in required if not (run_dir / name).exists()]
+    files = RunFiles(run_dir)
+    required = [files.cdlm_path, files.schema_path, files.feature_selection_path, files.thresholds_path]
+    missing = [path.name for path in required if not path.exists()]
     if missing:
         raise FileNotFoundError(f"Run directory {run_dir} lacks {missing} (written by `mvi-tf train`).")
-    feature_selection = _read_json(run_dir / "feature_selection.json")
+    feature_selection = files.feature_selection()
     if "selected" not in feature_selection:
-        raise ValueError(f"{run_dir / 'feature_selection.json'} has no 'selected' feature list.")
-    thresholds = _read_json(run_dir / "thresholds.json")
+        raise ValueError(f"{files.feature_selection_path} has no 'selected' feature list.")
+    thresholds = files.thresholds()
     if "cdlm" not in thresholds:
-        raise ValueError(f"{run_dir / 'thresholds.json'} has no 'cdlm' threshold. Received keys: {sorted(thresholds)}")
+        raise ValueError(f"{files.thresholds_path} has no 'cdlm' threshold. Received keys: {sorted(thresholds)}")
     threshold = thresholds["cdlm"]
     if isinstance(threshold, dict):
         threshold = threshold.get("threshold")
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"CDLM threshold must lie in [0, 1]. Received: threshold={threshold}")
-    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
+    metrics = files.metrics() if files.metrics_path.exists() else {}
     config = None
-    if (run_dir / "config.yaml").exists():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if files.config_path.exists():
+        config = yaml.safe_load(files.config_path.read_text())
     return {
         "run_dir": run_dir,
-        "keras_model": run_dir / "cdlm.keras",
-        "schema": _read_json(run_dir / "schema.json"),
+        "keras_model": files.cdlm_path,
+        "schema": files.schema(),
         "selected": [str(f) for f in feature_selection["selected"]],
         "feature_selection": feature_selection,
         "threshold": threshold,
@@ -142,9 +138,9 @@ def cohort_summary(run_dir: Path, schema: dict) -> dict:
     tabular = schema.get("tabular", {})
     if "n_fit" in tabular:
         summary["tabular_scaling_fitted_on"] = f"{tabular.get('fitted_on', 'train')} cohort, n={tabular['n_fit']}"
-    path = Path(run_dir) / "predictions.csv"
+    path = RunFiles(Path(run_dir)).predictions_path
     if not path.exists():
-        summary["splits"] = "predictions.csv not found in the run directory"
+        summary["splits"] = f"{PREDICTIONS_FILE} not found in the run directory"
         return summary
     frame = pd.read_csv(path, dtype={"patient_id": str})
     if "split" not in frame:
@@ -185,9 +181,9 @@ def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
 
     from mvi_tf import calibration
 
-    path = Path(run_dir) / "predictions.csv"
+    path = RunFiles(Path(run_dir)).predictions_path
     if not path.exists():
-        return {"note": "predictions.csv not found in the run directory"}
+        return {"note": f"{PREDICTIONS_FILE} not found in the run directory"}
     frame = pd.read_csv(path, dtype={"patient_id": str})
     if not {"split", "label", "cdlm"} <= set(frame.columns):
         return {"note": f"predictions.csv lacks split/label/cdlm columns. Received: columns={list(frame.columns)}"}
@@ -216,7 +212,7 @@ def cdlm_calibration(run_dir: Path) -> dict[str, Any]:
 def recalibration_record(run_dir: Path) -> dict[str, Any] | None:
     """``recalibration.json`` of a run written by ``mvi-tf recalibrate`` (None for an ordinary run)."""
     path = Path(run_dir) / "recalibration.json"
-    return _read_json(path) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _recalibration_lines(record: dict[str, Any] | None) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mvi_tf import na
+from mvi_tf.contract import RunFiles
 from mvi_tf.export import model_card as card_lib
 from mvi_tf.export import saved_model as sm
 from mvi_tf.export import tflite as tfl
@@ -92,12 +93,10 @@ def _model_phases(model, schema: dict | None = None) -> tuple[list[str], int, in
 
 def _split_ids(run_dir: Path) -> dict[str, set[str]]:
     """Patient ids per split from the run's predictions.csv (empty when absent)."""
-    import pandas as pd
-
-    path = run_dir / "predictions.csv"
-    if not path.exists():
+    files = RunFiles(run_dir)
+    if not files.predictions_path.exists():
         return {}
-    frame = pd.read_csv(path, dtype={"patient_id": str})
+    frame = files.predictions(dtype={"patient_id": str})
     if "split" not in frame:
         return {}
     return {split: set(group["patient_id"]) for split, group in frame.groupby("split")}

@@ -28,9 +28,17 @@ import pandas as pd
 from keras import ops
 
 from mvi_tf import calibration
+from mvi_tf.contract import (
+    CONFIG_FILE,
+    FEATURE_SELECTION_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SCHEMA_FILE,
+    RunFiles,
+)
 
 RECALIBRATION_JSON = "recalibration.json"
-COPIED_FILES = ("schema.json", "feature_selection.json", "metrics.json", "config.yaml")
+COPIED_FILES = (SCHEMA_FILE, FEATURE_SELECTION_FILE, METRICS_FILE, CONFIG_FILE)
 EPSILON = 1e-7
 
 
@@ -184,12 +192,13 @@ def recalibrate_run(
         raise ValueError(f"fit_fraction must lie in (0, 1]. Received: fit_fraction={fit_fraction}")
     if out_dir.exists():
         raise FileExistsError(f"Output run directory {out_dir} exists; recalibration never overwrites a run.")
-    for name in ("cdlm.keras", "predictions.csv", "thresholds.json"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"Run directory {run_dir} lacks {name} (written by `mvi-tf train`).")
-    path = run_dir / "predictions.csv"
-    frame = pd.read_csv(path, dtype={"patient_id": str})
-    base = load_keras_model(run_dir / "cdlm.keras")
+    files = RunFiles(run_dir)
+    for path in (files.cdlm_path, files.predictions_path, files.thresholds_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"Run directory {run_dir} lacks {path.name} (written by `mvi-tf train`).")
+    path = files.predictions_path
+    frame = files.predictions(dtype={"patient_id": str})
+    base = load_keras_model(files.cdlm_path)
     if records_dir is None:
         site = _site_rows(frame, cohort, path)[["patient_id", "label", "cdlm"]].reset_index(drop=True)
     else:
@@ -203,7 +212,7 @@ def recalibrate_run(
     parts = {"fit": fitting, "held_out": ~fitting}
     record = {
         "cohort": cohort,
-        "source": "predictions.csv of the run" if records_dir is None else f"TFRecords in {Path(records_dir).name}",
+        "source": f"{PREDICTIONS_FILE} of the run" if records_dir is None else f"TFRecords in {Path(records_dir).name}",
         "method": "intercept and slope" if fit_slope else "intercept only (calibration-in-the-large)",
         "intercept": fit.intercept, "intercept_ci": list(fit.intercept_ci),
         "slope": fit.slope, "slope_ci": list(fit.slope_ci),
@@ -224,19 +233,20 @@ def _write_run(run_dir: Path, out_dir: Path, model: keras.Model, fit: calibratio
         for name in COPIED_FILES:
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, out_dir / name)
-        model.save(out_dir / "cdlm.keras")
-        thresholds = json.loads((run_dir / "thresholds.json").read_text())
+        source, target = RunFiles(run_dir), RunFiles(out_dir)
+        model.save(target.cdlm_path)
+        thresholds = source.thresholds()
         value = thresholds["cdlm"]["threshold"] if isinstance(thresholds["cdlm"], dict) else thresholds["cdlm"]
         mapped = float(calibration.recalibrate([float(value)], fit)[0])
         thresholds["cdlm"] = mapped
-        (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+        target.thresholds_path.write_text(json.dumps(thresholds, indent=2))
         record["threshold"] = {"original": float(value), "recalibrated": mapped}
         out = frame.copy()
         if "cdlm" in out.columns:
             out["cdlm"] = calibration.recalibrate(out["cdlm"].to_numpy(float), fit)
         fit_ids = set(site.loc[site["recalibration_fit"] == 1, "patient_id"])
         out["recalibration_fit"] = out["patient_id"].isin(fit_ids).astype(int)
-        out.to_csv(out_dir / "predictions.csv", index=False)
+        out.to_csv(target.predictions_path, index=False)
         site.to_csv(out_dir / "site_predictions.csv", index=False)
         (out_dir / RECALIBRATION_JSON).write_text(json.dumps(record, indent=2))
     except Exception:

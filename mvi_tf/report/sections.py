@@ -7,7 +7,6 @@ section that says so; an undefined number is shown as 'n/a' with its reason wher
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mvi_tf.contract import RunFiles, StudyLayout, read_json_or_none
 from mvi_tf.report import blocks as B
 from mvi_tf.report.cohort_table import cohort_characteristics
 from mvi_tf.report.formatting import fmt_ci, fmt_num, fmt_p, fmt_pct, missing, p_equals
@@ -61,13 +61,6 @@ def _reason(row: Any) -> str:
         if not missing(value):
             return str(value)
     return ""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --- cohorts (Table 2) -----------------------------------------------------------------------------------
@@ -216,7 +209,7 @@ def _decision_panels(ctx: Context) -> list[tuple[Path, str]]:
 
     made = []
     for run in sorted((ctx.study / "runs").glob("*")):
-        if not (run / "predictions.csv").is_file():
+        if not RunFiles(run).predictions_path.is_file():
             continue
         for cohort in TABLE3_COHORTS:
             out = ctx.study / "report_figures" / f"decision_curves_{run.name}_{cohort}.png"
@@ -250,7 +243,7 @@ def performance_section(ctx: Context) -> tuple[dict, list[dict]]:
         found = _evaluation_figures(evaluation, "decision_curves")
         if found:
             blocks += [B.heading("Decision curves"), B.figures(found)]
-    bayes = _read_json(ctx.cohort / "truth" / "bayes_auc.json") if ctx.synthetic else None
+    bayes = read_json_or_none(ctx.cohort / "truth" / "bayes_auc.json") if ctx.synthetic else None
     return B.section("performance", title, blocks), _performance_summary(perf, bayes)
 
 
@@ -357,7 +350,7 @@ def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
 def headtohead_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Head-to-head: CDLM-CT versus CDLM-MRI"
     path = ctx.study / "compare" / "head_to_head.json"
-    result = _read_json(path)
+    result = read_json_or_none(path)
     if result is None:
         return B.section("head-to-head", title, [B.missing("compare (mvi-tf compare)")]), []
     auc, sen, spe = result.get("auc", {}), result.get("sensitivity", {}), result.get("specificity", {})
@@ -428,7 +421,7 @@ def _gallery(ctx: Context, modality: str, folder: Path) -> dict | None:
     overlays = sorted((folder / "overlays").glob("*.png"))[:GALLERY_LIMIT]
     if not overlays:
         return None
-    predictions = ctx.study / "runs" / modality / "predictions.csv"
+    predictions = StudyLayout(ctx.study).run_files(modality).predictions_path
     scores = pd.read_csv(predictions, dtype={"patient_id": str}) if predictions.exists() else pd.DataFrame()
     hits = pd.read_csv(folder / "localisation.csv", dtype={"patient_id": str}) \
         if (folder / "localisation.csv").exists() else pd.DataFrame(columns=["patient_id", "phase", "hit"])
@@ -456,7 +449,7 @@ def attention_section(ctx: Context) -> tuple[dict, list[dict]]:
     blocks, said = [], []
     for folder in sorted((ctx.study / "explain").glob("*")):
         path = folder / "explain_summary.json"
-        summary = _read_json(path)
+        summary = read_json_or_none(path)
         if summary is None:
             continue
         modality = summary.get("modality", folder.name)
@@ -570,7 +563,7 @@ def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
                               ["Model", "Version", "SavedModel folder", "TFLite models"], rows))
         blocks += [B.preformatted(f"Model card: {c.parent.parent.name} version {c.parent.name}", c.read_text())
                    for c in cards]
-    holdout = _read_json(ctx.study / "predict" / "holdout_prediction.json")
+    holdout = read_json_or_none(ctx.study / "predict" / "holdout_prediction.json")
     agreement = ""
     if holdout:
         rows = []
@@ -592,7 +585,7 @@ def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
 
 
 def timings_section(ctx: Context) -> tuple[dict, list[dict]] | None:
-    timings = _read_json(ctx.study / "timings.json")
+    timings = read_json_or_none(ctx.study / "timings.json")
     if not timings:
         return None
     rows = [[stage, fmt_num(seconds, 1)] for stage, seconds in timings.items()]

@@ -12,7 +12,6 @@ out of that endpoint's analysis and counted; median follow-up is estimated by re
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -21,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
 from mvi_tf import na
+from mvi_tf.contract import RunFiles, read_json, write_json
 from mvi_tf.survival.estimators import (
     cox_regression,
     kaplan_meier,
@@ -52,6 +51,7 @@ REQUIRED_COLUMNS = (
     "os_event",
 )
 SYNTHETIC_BANNER = "SYNTHETIC DATA"
+SURVIVAL_JSON = "survival.json"
 GROUPINGS = {
     "predicted": ("CDLM-predicted MVI", "MVI present (CDLM)", "MVI absent (CDLM)"),
     "histopathology": ("Histopathological MVI", "MVI present (pathology)", "MVI absent (pathology)"),
@@ -120,27 +120,23 @@ class _Run:
 def _is_synthetic(run_dir: Path) -> bool:
     """True when `metrics.json` or the copied `schema.json` says `synthetic: true`, or `config.yaml` has
     `data: {synthetic: true}`."""
-    for name in ("metrics.json", "schema.json"):
-        path = run_dir / name
-        if path.is_file():
-            content = json.loads(path.read_text())
-            if isinstance(content, dict) and content.get("synthetic") is True:
-                return True
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        config = yaml.safe_load(config_path.read_text()) or {}
-        data = config.get("data", {}) if isinstance(config, dict) else {}
+    files = RunFiles(run_dir)
+    for path in (files.metrics_path, files.schema_path):
+        if path.is_file() and read_json(path).get("synthetic") is True:
+            return True
+    if files.config_path.is_file():
+        data = files.config().get("data", {})
         if isinstance(data, dict) and data.get("synthetic") is True:
             return True
     return False
 
 
 def _read_thresholds(run_dir: Path, modalities: Sequence[str]) -> dict[str, float]:
-    path = run_dir / "thresholds.json"
+    path = RunFiles(run_dir).thresholds_path
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the CDLM's Youden threshold is needed to form groups.")
-    thresholds = json.loads(path.read_text())
-    if not isinstance(thresholds, dict) or SCORE_COLUMN not in thresholds:
+    thresholds = read_json(path)
+    if SCORE_COLUMN not in thresholds:
         raise ValueError(f"{path} has no key {SCORE_COLUMN!r}. Received keys: {list(thresholds)}")
     value = thresholds[SCORE_COLUMN]
     # A single threshold, or one per modality when a run holds several.
@@ -221,10 +217,11 @@ def _read_run(run_dir: str | Path) -> _Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"Run directory {path} does not exist.")
-    predictions_path = path / "predictions.csv"
+    files = RunFiles(path)
+    predictions_path = files.predictions_path
     if not predictions_path.is_file():
         raise FileNotFoundError(f"{predictions_path} is missing; train the model first (`mvi-tf train`).")
-    predictions = _check_predictions(pd.read_csv(predictions_path), predictions_path)
+    predictions = _check_predictions(files.predictions(), predictions_path)
     if predictions.empty:
         raise ValueError(f"{predictions_path} holds no patients.")
     modalities = sorted(predictions["modality"].astype(str).unique())
@@ -568,29 +565,39 @@ def _table_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+SUMMARY_HEADERS = [
+    "Cohort",
+    "Modality",
+    "Endpoint",
+    "n",
+    "Events (%)",
+    "Drop-outs",
+    "Median (95% CI)",
+    "Median follow-up (range)",
+]
+"""Columns of the Markdown summary per cohort, modality and endpoint."""
+COMPARISON_HEADERS = [
+    "Cohort",
+    "Modality",
+    "Endpoint",
+    "Grouping",
+    "MVI+ n (events)",
+    "MVI+ median (95% CI)",
+    "MVI− n (events)",
+    "MVI− median (95% CI)",
+    "Log-rank χ²",
+    "Log-rank p",
+    "HR (95% CI)",
+    "Cox p",
+    "PH test p",
+    "C-index",
+    "Note",
+]
+"""Columns of the Markdown group comparisons (one row per analysis)."""
+
+
 def _markdown_table(table: pd.DataFrame, synthetic: bool, threshold_note: str) -> str:
     """The table as Markdown: a summary per cohort, modality and endpoint, then the group comparisons."""
-
-    def missing(value: Any) -> bool:
-        return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-    def text(value: Any, digits: int | None = None) -> str:
-        if missing(value):
-            return ""
-        return f"{value:.{digits}f}" if digits is not None else str(value)
-
-    def median_cell(row: pd.Series, prefix: str) -> str:
-        bounds = (_none(row[f"{prefix}_lower"]), _none(row[f"{prefix}_upper"]))
-        return f"{_format_number(_none(row[prefix]))} ({_format_ci(bounds)})"
-
-    def group_median(row: pd.Series, group: str) -> str:
-        if missing(row[f"n_{group}"]) or not row[f"n_{group}"]:
-            return ""
-        return median_cell(row, f"median_{group}")
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "/").replace("\n", " ") for cell in cells) + " |"
-
     lines = []
     if synthetic:
         lines += [f"**{SYNTHETIC_BANNER}**: every number below comes from a synthetic cohort.", ""]
@@ -603,56 +610,9 @@ def _markdown_table(table: pd.DataFrame, synthetic: bool, threshold_note: str) -
         "## Cohorts",
         "",
     ]
-    summary_headers = [
-        "Cohort",
-        "Modality",
-        "Endpoint",
-        "n",
-        "Events (%)",
-        "Drop-outs",
-        "Median (95% CI)",
-        "Median follow-up (range)",
-    ]
-    lines += [line(summary_headers), "|" + "---|" * len(summary_headers)]
+    lines += [_md_line(SUMMARY_HEADERS), "|" + "---|" * len(SUMMARY_HEADERS)]
     for _, row in table.drop_duplicates(subset=["cohort", "modality", "endpoint"]).iterrows():
-        share = f" ({100.0 * row['events'] / row['n']:.1f}%)" if row["n"] else ""
-        follow_up = (
-            ""
-            if missing(row["follow_up_max"])
-            else f"{_format_number(_none(row['follow_up_median']))} "
-            f"({text(row['follow_up_min'], 1)}–{text(row['follow_up_max'], 1)})"
-        )
-        lines.append(
-            line(
-                [
-                    text(row["cohort"]),
-                    text(row["modality"]),
-                    text(row["endpoint"]),
-                    text(row["n"]),
-                    f"{text(row['events'])}{share}",
-                    text(row["dropped_out"]),
-                    median_cell(row, "overall_median") if row["n"] else "",
-                    follow_up,
-                ]
-            )
-        )
-    headers = [
-        "Cohort",
-        "Modality",
-        "Endpoint",
-        "Grouping",
-        "MVI+ n (events)",
-        "MVI+ median (95% CI)",
-        "MVI− n (events)",
-        "MVI− median (95% CI)",
-        "Log-rank χ²",
-        "Log-rank p",
-        "HR (95% CI)",
-        "Cox p",
-        "PH test p",
-        "C-index",
-        "Note",
-    ]
+        lines.append(_md_line(_summary_cells(row)))
     lines += [
         "",
         "## CDLM-predicted vs histopathological MVI",
@@ -660,41 +620,89 @@ def _markdown_table(table: pd.DataFrame, synthetic: bool, threshold_note: str) -
         f"HR: MVI present vs absent (Cox, Efron ties); continuous CDLM per {SCORE_STEP} probability. "
         + "PH test: scaled Schoenfeld residuals against Kaplan–Meier time.",
         "",
-        line(headers),
-        "|" + "---|" * len(headers),
+        _md_line(COMPARISON_HEADERS),
+        "|" + "---|" * len(COMPARISON_HEADERS),
     ]
     for _, row in table[table["analysis"].notna()].iterrows():
-        hazard = (
-            ""
-            if missing(row["hazard_ratio"])
-            else f"{row['hazard_ratio']:.2f} ({text(row['hr_lower'], 2)}–{text(row['hr_upper'], 2)})"
-        )
-        counts = {
-            group: "" if missing(row[f"n_{group}"]) else f"{row[f'n_{group}']} ({row[f'events_{group}']})"
-            for group in ("present", "absent")
-        }
-        lines.append(
-            line(
-                [
-                    text(row["cohort"]),
-                    text(row["modality"]),
-                    text(row["endpoint"]),
-                    text(row["analysis"]),
-                    counts["present"],
-                    group_median(row, "present"),
-                    counts["absent"],
-                    group_median(row, "absent"),
-                    text(row["logrank_chi2"], 2),
-                    _format_p(_none(row["logrank_p"])),
-                    hazard,
-                    _format_p(_none(row["hr_p"])),
-                    _format_p(_none(row["ph_test_p"])),
-                    text(row["c_index"], 3),
-                    text(row["note"]),
-                ]
-            )
-        )
+        lines.append(_md_line(_comparison_cells(row)))
     return "\n".join(lines) + "\n"
+
+
+def _summary_cells(row: pd.Series) -> list[str]:
+    """One row of the Markdown summary: counts, overall median and follow-up of a cohort, modality and endpoint."""
+    share = f" ({100.0 * row['events'] / row['n']:.1f}%)" if row["n"] else ""
+    follow_up = (
+        ""
+        if _missing(row["follow_up_max"])
+        else f"{_format_number(_none(row['follow_up_median']))} "
+        f"({_cell(row['follow_up_min'], 1)}–{_cell(row['follow_up_max'], 1)})"
+    )
+    return [
+        _cell(row["cohort"]),
+        _cell(row["modality"]),
+        _cell(row["endpoint"]),
+        _cell(row["n"]),
+        f"{_cell(row['events'])}{share}",
+        _cell(row["dropped_out"]),
+        _median_cell(row, "overall_median") if row["n"] else "",
+        follow_up,
+    ]
+
+
+def _comparison_cells(row: pd.Series) -> list[str]:
+    """One row of the Markdown group comparisons: groups, log-rank, Cox and concordance of one analysis."""
+    hazard = (
+        ""
+        if _missing(row["hazard_ratio"])
+        else f"{row['hazard_ratio']:.2f} ({_cell(row['hr_lower'], 2)}–{_cell(row['hr_upper'], 2)})"
+    )
+    counts = {
+        group: "" if _missing(row[f"n_{group}"]) else f"{row[f'n_{group}']} ({row[f'events_{group}']})"
+        for group in ("present", "absent")
+    }
+    return [
+        _cell(row["cohort"]),
+        _cell(row["modality"]),
+        _cell(row["endpoint"]),
+        _cell(row["analysis"]),
+        counts["present"],
+        _group_median(row, "present"),
+        counts["absent"],
+        _group_median(row, "absent"),
+        _cell(row["logrank_chi2"], 2),
+        _format_p(_none(row["logrank_p"])),
+        hazard,
+        _format_p(_none(row["hr_p"])),
+        _format_p(_none(row["ph_test_p"])),
+        _cell(row["c_index"], 3),
+        _cell(row["note"]),
+    ]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(value: Any, digits: int | None = None) -> str:
+    """A table cell as text: '' when missing, else ``digits`` decimals (or ``str``)."""
+    if _missing(value):
+        return ""
+    return f"{value:.{digits}f}" if digits is not None else str(value)
+
+
+def _median_cell(row: pd.Series, prefix: str) -> str:
+    bounds = (_none(row[f"{prefix}_lower"]), _none(row[f"{prefix}_upper"]))
+    return f"{_format_number(_none(row[prefix]))} ({_format_ci(bounds)})"
+
+
+def _group_median(row: pd.Series, group: str) -> str:
+    if _missing(row[f"n_{group}"]) or not row[f"n_{group}"]:
+        return ""
+    return _median_cell(row, f"median_{group}")
+
+
+def _md_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "/").replace("\n", " ") for cell in cells) + " |"
 
 
 def _none(value: Any) -> float | None:
@@ -747,76 +755,131 @@ def survival_analysis(
     FileNotFoundError
         When a run directory or one of its required files is missing.
     """
+    cohorts = _check_arguments(run_dirs, cohorts)
+    runs = [_read_run(run_dir) for run_dir in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic = any(run.synthetic for run in runs)
+
+    analyses: list[dict[str, Any]] = []
+    plots: list[str] = []
+    for job in tqdm(_plan_jobs(runs, cohorts), desc="survival analyses", unit="model"):
+        frame = job.run.predictions[job.run.predictions["modality"].astype(str) == job.modality]
+        if job.cohort != "all":
+            frame = frame[frame["cohort"] == job.cohort]
+        if frame.empty:
+            continue
+        for endpoint in ENDPOINTS:
+            result, new_plots = _analyse_endpoint(job, frame, endpoint, out)
+            analyses.append(result)
+            plots += new_plots
+    if not analyses:
+        raise ValueError(
+            f"No patients of cohorts {cohorts} in runs {[str(run.path) for run in runs]}: nothing to analyse."
+        )
+
+    table_csv, table_md = _write_tables(analyses, out, synthetic)
+    result = {
+        "synthetic": synthetic,
+        "note": SYNTHETIC_BANNER if synthetic else "",
+        "cohorts": list(cohorts),
+        "score": SCORE_COLUMN,
+        "score_step_for_hazard_ratio": SCORE_STEP,
+        "analyses": analyses,
+        "files": {
+            "json": str(out / SURVIVAL_JSON),
+            "table_csv": str(table_csv),
+            "table_markdown": str(table_md),
+            "plots": plots,
+        },
+    }
+    write_json(out / SURVIVAL_JSON, result)
+    return result
+
+
+def _check_arguments(run_dirs: Sequence[str | Path], cohorts: Sequence[str]) -> tuple[str, ...]:
+    """The cohorts as a tuple, after checking them and the run directories (a non-empty list)."""
     cohorts = tuple(cohorts)
     unknown = [cohort for cohort in cohorts if cohort not in COHORTS]
     if not cohorts or unknown:
         raise ValueError(f"`cohorts` must be a non-empty subset of {COHORTS}. Received: cohorts={cohorts}")
     if isinstance(run_dirs, (str, Path)) or not len(run_dirs):
         raise ValueError(f"`run_dirs` must be a non-empty list of run directories. Received: {run_dirs!r}")
-    runs = [_read_run(run_dir) for run_dir in run_dirs]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    synthetic = any(run.synthetic for run in runs)
+    return cohorts
 
-    # Label analyses by modality; when two runs share a modality, prefix the run's folder name.
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One cohort of one modality of one run, with the labels its outputs carry."""
+
+    cohort: str
+    run: _Run
+    modality: str
+    key: str
+    modality_name: str
+
+
+def _plan_jobs(runs: list[_Run], cohorts: tuple[str, ...]) -> list[_Job]:
+    """Every (cohort, run, modality) to analyse. Analyses are labelled by modality; when two runs share a
+    modality, the run's folder name is added."""
     pairs = [
         (run, modality)
         for run in runs
         for modality in sorted(run.predictions["modality"].astype(str).unique())
     ]
     modality_counts = pd.Series([modality for _, modality in pairs]).value_counts()
+    jobs = []
+    for cohort in cohorts:
+        for run, modality in pairs:
+            key = modality if modality_counts[modality] == 1 else f"{run.path.name}-{modality}"
+            modality_name = MODALITY_NAMES.get(modality, modality)
+            if key != modality:
+                modality_name = f"{modality_name} ({run.path.name})"
+            jobs.append(_Job(cohort, run, modality, key, modality_name))
+    return jobs
 
-    analyses: list[dict[str, Any]] = []
+
+def _analyse_endpoint(job: _Job, frame: pd.DataFrame, endpoint: str, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """One endpoint of one job: the analysis (labelled) and its Kaplan–Meier plots, one per grouping."""
+    duration_col, event_col, endpoint_title = ENDPOINTS[endpoint]
+    threshold = job.run.thresholds[job.modality]
+    result, complete = _endpoint_analysis(frame, endpoint, threshold)
+    result.update(
+        cohort=job.cohort,
+        modality=job.key,
+        modality_name=job.modality_name,
+        run_dir=str(job.run.path),
+        threshold=threshold,
+        synthetic=job.run.synthetic,
+    )
     plots: list[str] = []
-    jobs = [(cohort, run, modality) for cohort in cohorts for run, modality in pairs]
-    for cohort, run, modality in tqdm(jobs, desc="survival analyses", unit="model"):
-        frame = run.predictions[run.predictions["modality"].astype(str) == modality]
-        if cohort != "all":
-            frame = frame[frame["cohort"] == cohort]
-        if frame.empty:
-            continue
-        key = modality if modality_counts[modality] == 1 else f"{run.path.name}-{modality}"
-        modality_name = MODALITY_NAMES.get(modality, modality)
-        if key != modality:
-            modality_name = f"{modality_name} ({run.path.name})"
-        threshold = run.thresholds[modality]
-        for endpoint, (duration_col, event_col, endpoint_title) in ENDPOINTS.items():
-            result, complete = _endpoint_analysis(frame, endpoint, threshold)
-            result.update(
-                cohort=cohort,
-                modality=key,
-                modality_name=modality_name,
-                run_dir=str(run.path),
-                threshold=threshold,
-                synthetic=run.synthetic,
-            )
-            if "error" not in result:
-                masks = {
-                    "predicted": complete[SCORE_COLUMN] >= threshold,
-                    "histopathology": complete["label"] == 1,
-                }
-                for grouping, present in masks.items():
-                    plot_path = out / "plots" / f"km_{cohort}_{key}_{endpoint}_{grouping}.png"
-                    plot_kaplan_meier(
-                        complete,
-                        duration_col,
-                        event_col,
-                        present,
-                        GROUPINGS[grouping],
-                        plot_path,
-                        title=f"{endpoint_title} by {GROUPINGS[grouping][0]}\n"
-                        f"CDLM {modality_name}, {cohort} cohort",
-                        annotation=_annotation(result[grouping]),
-                        synthetic=run.synthetic,
-                    )
-                    result[grouping]["plot"] = str(plot_path.relative_to(out))
-                    plots.append(str(plot_path))
-            analyses.append(result)
-    if not analyses:
-        raise ValueError(
-            f"No patients of cohorts {cohorts} in runs {[str(run.path) for run in runs]}: nothing to analyse."
+    if "error" in result:
+        return result, plots
+    masks = {
+        "predicted": complete[SCORE_COLUMN] >= threshold,
+        "histopathology": complete["label"] == 1,
+    }
+    for grouping, present in masks.items():
+        plot_path = out / "plots" / f"km_{job.cohort}_{job.key}_{endpoint}_{grouping}.png"
+        plot_kaplan_meier(
+            complete,
+            duration_col,
+            event_col,
+            present,
+            GROUPINGS[grouping],
+            plot_path,
+            title=f"{endpoint_title} by {GROUPINGS[grouping][0]}\n"
+            f"CDLM {job.modality_name}, {job.cohort} cohort",
+            annotation=_annotation(result[grouping]),
+            synthetic=job.run.synthetic,
         )
+        result[grouping]["plot"] = str(plot_path.relative_to(out))
+        plots.append(str(plot_path))
+    return result, plots
 
+
+def _write_tables(analyses: list[dict[str, Any]], out: Path, synthetic: bool) -> tuple[Path, Path]:
+    """``survival_table.csv`` and ``survival_table.md``; returns both paths."""
     rows = [row for analysis in analyses for row in _table_rows(analysis)]
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     table = table.astype({column: "Int64" for column in INTEGER_COLUMNS})
@@ -830,34 +893,4 @@ def survival_analysis(
     )
     table_md = out / "survival_table.md"
     table_md.write_text(_markdown_table(table, synthetic, threshold_note))
-
-    result = {
-        "synthetic": synthetic,
-        "note": SYNTHETIC_BANNER if synthetic else "",
-        "cohorts": list(cohorts),
-        "score": SCORE_COLUMN,
-        "score_step_for_hazard_ratio": SCORE_STEP,
-        "analyses": analyses,
-        "files": {
-            "json": str(out / "survival.json"),
-            "table_csv": str(table_csv),
-            "table_markdown": str(table_md),
-            "plots": plots,
-        },
-    }
-    (out / "survival.json").write_text(json.dumps(_json_ready(result), indent=2, allow_nan=False))
-    return result
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    return table_csv, table_md

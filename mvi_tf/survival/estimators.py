@@ -544,71 +544,13 @@ def cox_regression(
     TypeError
         When `df` is not a DataFrame.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"`df` must be a pandas DataFrame. Received: {type(df).__name__}")
-    if isinstance(covariates, str) or not len(covariates):
-        raise ValueError(f"`covariates` must be a non-empty list of column names. Received: {covariates!r}")
-    covariates = list(covariates)
-    if len(set(covariates)) != len(covariates) or {duration_col, event_col} & set(covariates):
-        raise ValueError(
-            "`covariates` must be distinct and differ from the duration and event columns. "
-            f"Received: covariates={covariates}, duration_col={duration_col!r}, event_col={event_col!r}"
-        )
-    if ties != "efron":
-        raise ValueError(f"Only Efron's method for ties is available (R's default). Received: ties={ties!r}")
-    _check_alpha(alpha)
-    columns = [duration_col, event_col, *covariates]
-    missing = [column for column in columns if column not in df.columns]
-    if missing:
-        raise ValueError(f"Columns {missing} are missing. Received columns: {list(df.columns)}")
-
-    data = df[columns].copy()
-    for column in columns:
-        values = pd.to_numeric(data[column], errors="coerce")
-        bad = data.index[values.isna()]
-        if len(bad):
-            raise ValueError(
-                f"Column {column!r} holds missing or non-numeric values for rows {list(bad[:10])}. "
-                f"Received: {column}={data.loc[bad[0], column]!r} for row {bad[0]!r}"
-            )
-        data[column] = values.astype(float)
-    _check_survival_data(data[duration_col].to_numpy(), data[event_col].to_numpy(), require_events=True)
-    for column in covariates:
-        if data[column].nunique() < 2:
-            raise ValueError(
-                f"Covariate {column!r} is constant ({data[column].iloc[0]}) over all {len(data)} rows: "
-                "its hazard ratio is not estimable."
-            )
-
-    fitter = CoxPHFitter(alpha=alpha)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            fitter.fit(data, duration_col=duration_col, event_col=event_col)
-        except ConvergenceError as err:
-            raise ValueError(
-                f"Cox regression of {duration_col!r} on {covariates} did not converge: {err}"
-            ) from err
-    messages = tuple(
-        str(item.message).strip() for item in caught if issubclass(item.category, ConvergenceWarning)
-    )
+    covariates = _check_cox_arguments(df, duration_col, event_col, covariates, ties, alpha)
+    data = _cox_data(df, duration_col, event_col, covariates)
+    fitter, messages = _fit_cox(data, duration_col, event_col, covariates, alpha)
     for message in messages:
         warnings.warn(f"Cox regression on {covariates}: {message}", ConvergenceWarning, stacklevel=2)
 
-    raw = fitter.summary.reindex(covariates)
-    summary = pd.DataFrame(
-        {
-            "coef": raw["coef"],
-            "se": raw["se(coef)"],
-            "hazard_ratio": raw["exp(coef)"],
-            "hr_lower": _pick_column(raw, "exp(coef) lower"),
-            "hr_upper": _pick_column(raw, "exp(coef) upper"),
-            "z": raw["z"],
-            "p_value": raw["p"],
-        }
-    )
-    summary.index.name = "covariate"
-
+    summary = _cox_coefficients(fitter, covariates)
     proportional_hazards = None
     if check_proportional_hazards:
         test = proportional_hazard_test(fitter, data, time_transform="km")
@@ -632,3 +574,87 @@ def cox_regression(
         alpha=alpha,
         convergence_warnings=messages,
     )
+
+
+def _check_cox_arguments(
+    df: pd.DataFrame, duration_col: str, event_col: str, covariates: Sequence[str], ties: str, alpha: float
+) -> list[str]:
+    """The covariates as a list, after checking the frame, the column names, ``ties`` and ``alpha``."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`df` must be a pandas DataFrame. Received: {type(df).__name__}")
+    if isinstance(covariates, str) or not len(covariates):
+        raise ValueError(f"`covariates` must be a non-empty list of column names. Received: {covariates!r}")
+    covariates = list(covariates)
+    if len(set(covariates)) != len(covariates) or {duration_col, event_col} & set(covariates):
+        raise ValueError(
+            "`covariates` must be distinct and differ from the duration and event columns. "
+            f"Received: covariates={covariates}, duration_col={duration_col!r}, event_col={event_col!r}"
+        )
+    if ties != "efron":
+        raise ValueError(f"Only Efron's method for ties is available (R's default). Received: ties={ties!r}")
+    _check_alpha(alpha)
+    return covariates
+
+
+def _cox_data(df: pd.DataFrame, duration_col: str, event_col: str, covariates: list[str]) -> pd.DataFrame:
+    """The model's columns as floats, checked: present, numeric, valid survival data, no constant covariate."""
+    columns = [duration_col, event_col, *covariates]
+    missing = [column for column in columns if column not in df.columns]
+    if missing:
+        raise ValueError(f"Columns {missing} are missing. Received columns: {list(df.columns)}")
+
+    data = df[columns].copy()
+    for column in columns:
+        values = pd.to_numeric(data[column], errors="coerce")
+        bad = data.index[values.isna()]
+        if len(bad):
+            raise ValueError(
+                f"Column {column!r} holds missing or non-numeric values for rows {list(bad[:10])}. "
+                f"Received: {column}={data.loc[bad[0], column]!r} for row {bad[0]!r}"
+            )
+        data[column] = values.astype(float)
+    _check_survival_data(data[duration_col].to_numpy(), data[event_col].to_numpy(), require_events=True)
+    for column in covariates:
+        if data[column].nunique() < 2:
+            raise ValueError(
+                f"Covariate {column!r} is constant ({data[column].iloc[0]}) over all {len(data)} rows: "
+                "its hazard ratio is not estimable."
+            )
+    return data
+
+
+def _fit_cox(
+    data: pd.DataFrame, duration_col: str, event_col: str, covariates: list[str], alpha: float
+) -> tuple[CoxPHFitter, tuple[str, ...]]:
+    """The fitted lifelines model and the convergence warnings it raised (a failed fit raises ValueError)."""
+    fitter = CoxPHFitter(alpha=alpha)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            fitter.fit(data, duration_col=duration_col, event_col=event_col)
+        except ConvergenceError as err:
+            raise ValueError(
+                f"Cox regression of {duration_col!r} on {covariates} did not converge: {err}"
+            ) from err
+    messages = tuple(
+        str(item.message).strip() for item in caught if issubclass(item.category, ConvergenceWarning)
+    )
+    return fitter, messages
+
+
+def _cox_coefficients(fitter: CoxPHFitter, covariates: list[str]) -> pd.DataFrame:
+    """Coefficient, SE, hazard ratio with CI, z and Wald p per covariate (index ``covariate``)."""
+    raw = fitter.summary.reindex(covariates)
+    summary = pd.DataFrame(
+        {
+            "coef": raw["coef"],
+            "se": raw["se(coef)"],
+            "hazard_ratio": raw["exp(coef)"],
+            "hr_lower": _pick_column(raw, "exp(coef) lower"),
+            "hr_upper": _pick_column(raw, "exp(coef) upper"),
+            "z": raw["z"],
+            "p_value": raw["p"],
+        }
+    )
+    summary.index.name = "covariate"
+    return summary

@@ -21,6 +21,18 @@ import numpy as np
 
 from mvi_tf import na
 from mvi_tf.config import Config, load_config
+from mvi_tf.contract import (
+    CDLM_MODEL,
+    CLINICAL_MODEL,
+    CONFIG_FILE,
+    FEATURE_SELECTION_FILE,
+    FEATURE_SELECTION_TABLE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RADIOLOGICAL_MODEL,
+    SCHEMA_FILE,
+    THRESHOLDS_FILE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +198,6 @@ def train(
     import keras
     import tensorflow as tf
 
-    from mvi_tf import data as mvi_data
-
     keras.utils.set_random_seed(t.seed)
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -198,37 +208,49 @@ def train(
     run_dir = out_dir if chief else scratch
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, data_dir, modality, out_dir, run_dir, chief, strategy, mvi_data, verbose)
+        return _train(cfg, data_dir, modality, out_dir, run_dir, chief, strategy, verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(
-    cfg: Config,
-    data_dir: Path,
-    modality: str,
-    out_dir: Path,
-    run_dir: Path,
-    chief: bool,
-    strategy,
-    mvi_data,
-    verbose: int | str,
-) -> TrainResult:
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What the records and the config say a run trains on (the effective config records it)."""
 
-    from mvi_tf.models.cdlm import build_signature_model
-    from mvi_tf.training.augment import Augmentation
-    from mvi_tf.training.baselines import fit_baseline
-    from mvi_tf.training.distribute import barrier
-    from mvi_tf.training.pipeline import (
-        class_weights,
-        make_dataset,
-        select_inputs,
-        split_patients,
-    )
+    schema: dict[str, Any]
+    phases: list[str]
+    image_size: int
+    resize: int | None
+    synthetic: bool
+    effective: Config
 
-    d, m, t = cfg.data, cfg.model, cfg.train
+
+@dataclasses.dataclass(frozen=True)
+class _Cohort:
+    """The training cohort, its train/val split and the tabular factors selected on the train split."""
+
+    arrays: dict[str, np.ndarray]
+    ids: list[str]
+    labels: np.ndarray
+    split: dict[str, str]
+    train_ids: list[str]
+    val_ids: list[str]
+    names: list[str]
+    selected: list[str]
+    tabular_index: list[int]
+    clinical: Any
+    radiological: Any
+    clinical_sel: Any
+    radio_sel: Any
+
+
+def _plan_inputs(cfg: Config, data_dir: Path, modality: str) -> _Inputs:
+    """Phases, image size and synthetic flag of the run, from the records' schema and the config."""
+    from mvi_tf import data as mvi_data
+
+    d = cfg.data
     schema = mvi_data.load_schema(data_dir, modality)
     schema_phases = list(schema["phases"])
     phases = list(d.phases) if d.phases else schema_phases
@@ -240,8 +262,16 @@ def _train(
     resize = None if image_size == stored_size else image_size
     synthetic = d.synthetic if d.synthetic is not None else bool(schema.get("synthetic", False))
     effective = cfg.override(phases=phases, image_size=image_size, synthetic=synthetic)
+    return _Inputs(schema, phases, image_size, resize, synthetic, effective)
 
-    # ---- split and tabular factor selection on the training cohort only -------------------------------------
+
+def _split_and_select(cfg: Config, schema: dict[str, Any], data_dir: Path, modality: str) -> _Cohort:
+    """Split the training cohort into train/val and select tabular factors on the train split only."""
+    from mvi_tf import data as mvi_data
+    from mvi_tf.training.baselines import fit_baseline
+    from mvi_tf.training.pipeline import split_patients
+
+    d, t = cfg.data, cfg.train
     train_cohort = mvi_data.to_numpy(data_dir, modality, cohorts=["train"])
     ids = _text(train_cohort["patient_id"])
     labels = np.asarray(train_cohort["label"]).astype(int).ravel()
@@ -259,18 +289,44 @@ def _train(
     radiological, radio_sel = fit_baseline("radiological", x_tab, y_tab, names, radiological_cols, t.p_threshold)
     selected = list(dict.fromkeys(clinical_sel.selected + radio_sel.selected))
     tabular_index = [names.index(f) for f in selected]
+    return _Cohort(train_cohort, ids, labels, split, train_ids, val_ids, names, selected, tabular_index,
+                   clinical, radiological, clinical_sel, radio_sel)
+
+
+def _train(
+    cfg: Config,
+    data_dir: Path,
+    modality: str,
+    out_dir: Path,
+    run_dir: Path,
+    chief: bool,
+    strategy,
+    verbose: int | str,
+) -> TrainResult:
+    from mvi_tf import data as mvi_data
+    from mvi_tf.models.cdlm import build_signature_model
+    from mvi_tf.training.augment import Augmentation
+    from mvi_tf.training.distribute import barrier
+    from mvi_tf.training.pipeline import class_weights, make_dataset, select_inputs
+
+    d, m, t = cfg.data, cfg.model, cfg.train
+    plan = _plan_inputs(cfg, data_dir, modality)
+    phases, image_size, resize = plan.phases, plan.image_size, plan.resize
+    cohort = _split_and_select(cfg, plan.schema, data_dir, modality)
+    train_ids, labels, tabular_index = cohort.train_ids, cohort.labels, cohort.tabular_index
     if chief:
-        _write_selection(out_dir, selected, clinical, radiological, clinical_sel, radio_sel)
-        effective.save(out_dir / "config.yaml")
-        (out_dir / "schema.json").write_text(json.dumps(schema, indent=2))
+        _write_selection(out_dir, cohort.selected, cohort.clinical, cohort.radiological, cohort.clinical_sel,
+                         cohort.radio_sel)
+        plan.effective.save(out_dir / CONFIG_FILE)
+        (out_dir / SCHEMA_FILE).write_text(json.dumps(plan.schema, indent=2))
 
     # ---- tf.data ---------------------------------------------------------------------------------------------
-    ids_array = np.asarray(ids)
+    ids_array = np.asarray(cohort.ids)
     augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter, rot90=d.rot90)
     source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=True, seed=t.seed)
     train_examples = select_inputs(source, phases, tabular_index, resize, train_ids)
     val_source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=False)
-    val_examples = select_inputs(val_source, phases, tabular_index, resize, val_ids)
+    val_examples = select_inputs(val_source, phases, tabular_index, resize, cohort.val_ids)
 
     def datasets(keys: Sequence[str], ids: Sequence[str] = tuple(train_ids)):
         common = {"batch_size": t.batch_size, "cache": d.cache, "deterministic": t.deterministic}
@@ -309,21 +365,21 @@ def _train(
         from mvi_tf.training.stacking_stage import fit_stacked_models
 
         fit_stacked_models(
-            cfg, run_dir, chief, train_cohort, ids, split, phases, image_size, tabular_index, signatures,
-            train_fold=lambda k, fold_ids: train_signatures(fold_ids, f"_fold{k}", run_dir / "folds"),
+            cfg, run_dir, chief, cohort.arrays, cohort.ids, cohort.split, phases, image_size, tabular_index,
+            signatures, train_fold=lambda k, fold_ids: train_signatures(fold_ids, f"_fold{k}", run_dir / "folds"),
         )
     else:
-        results += _dense_heads(cfg, phases, image_size, selected, signatures, datasets, run_stage,
+        results += _dense_heads(cfg, phases, image_size, cohort.selected, signatures, datasets, run_stage,
                                 stage_args(len(train_ids)), run_dir)
 
     metrics: dict[str, Any] = {}
     if chief:
         metrics = _evaluate_run(
-            out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split,
-            clinical, radiological, effective, synthetic, results,
+            out_dir, data_dir, modality, phases, image_size, cohort.names, tabular_index, cohort.split,
+            cohort.clinical, cohort.radiological, plan.effective, plan.synthetic, results,
         )
     barrier(strategy)
-    return TrainResult(out_dir, out_dir / "cdlm.keras", metrics, selected, effective)
+    return TrainResult(out_dir, out_dir / CDLM_MODEL, metrics, cohort.selected, plan.effective)
 
 
 def _dense_heads(cfg, phases, image_size, selected, signatures, datasets, run_stage, stage_args, run_dir) -> list:
@@ -370,21 +426,23 @@ def _write_selection(out_dir: Path, selected, clinical, radiological, clinical_s
         "clinical": clinical_sel.to_dict(),
         "radiological": radio_sel.to_dict(),
     }
-    (out_dir / "feature_selection.json").write_text(json.dumps(doc, indent=2))
+    (out_dir / FEATURE_SELECTION_FILE).write_text(json.dumps(doc, indent=2))
     rows = [{"model": "clinical", **r} for r in clinical_sel.table()]
     rows += [{"model": "radiological", **r} for r in radio_sel.table()]
-    pd.DataFrame(rows).to_csv(out_dir / "feature_selection.csv", index=False)
-    clinical.save(out_dir / "clinical_model.json")
-    radiological.save(out_dir / "radiological_model.json")
+    pd.DataFrame(rows).to_csv(out_dir / FEATURE_SELECTION_TABLE, index=False)
+    clinical.save(out_dir / CLINICAL_MODEL)
+    radiological.save(out_dir / RADIOLOGICAL_MODEL)
 
 
 def _evaluate_run(
-    out_dir, data_dir, modality, mvi_data, phases, image_size, names, tabular_index, split, clinical,
+    out_dir, data_dir, modality, phases, image_size, names, tabular_index, split, clinical,
     radiological, config, synthetic, results,
 ) -> dict[str, Any]:
     """Score every patient with every model; write predictions.csv, thresholds.json and metrics.json."""
     import keras
     import pandas as pd
+
+    from mvi_tf import data as mvi_data
 
     arrays = mvi_data.to_numpy(data_dir, modality)
     ids = _text(arrays["patient_id"])
@@ -419,12 +477,12 @@ def _evaluate_run(
         model = keras.models.load_model(out_dir / f"{name}.keras", compile=False)
         inputs = {k: image_inputs[k] for k in model.input}
         frame[name] = np.asarray(model.predict(inputs, batch_size=32, verbose=0)["mvi_probability"]).ravel()
-    frame.to_csv(out_dir / "predictions.csv", index=False)
+    frame.to_csv(out_dir / PREDICTIONS_FILE, index=False)
 
     train_rows = frame[frame["split"] == "train"]
     all_models = ["clinical", "radiological", *model_names]
     thresholds = {name: _youden(train_rows["label"].to_numpy(), train_rows[name].to_numpy()) for name in all_models}
-    (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+    (out_dir / THRESHOLDS_FILE).write_text(json.dumps(thresholds, indent=2))
     auc = {
         name: na.explain(
             {s: _auc(g["label"].to_numpy(), g[name].to_numpy()) for s, g in frame.groupby("split")},
@@ -449,5 +507,5 @@ def _evaluate_run(
                      f"{thresholds[name]:g} as a stand-in" for name in constant},
         ),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics

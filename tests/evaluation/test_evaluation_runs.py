@@ -15,6 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 from mvi_tf import calibration as cal
 from mvi_tf import stats, uncertainty
 from mvi_tf.cli import main
+from mvi_tf.contract import RunFiles, write_json
 from mvi_tf.evaluation import compare_runs, evaluate_runs, load_run
 from mvi_tf.evaluation.calibration_report import calibration_rows
 
@@ -63,15 +64,16 @@ def _write_run(
     for k, model in enumerate(models):
         logit = rng.normal(0.0, 1.0, len(df)) + y * strength * (0.4 + 0.12 * k)
         df[model] = np.round(1.0 / (1.0 + np.exp(-logit)), 4)
-    df.to_csv(run / "predictions.csv", index=False)
+    files = RunFiles(run)
+    df.to_csv(files.predictions_path, index=False)
     train = df[df["split"] == "train"]
     if thresholds:
         thr = {m: stats.youden_threshold(train["label"], train[m]).threshold for m in models}
-        (run / "thresholds.json").write_text(json.dumps(thr))
+        files.thresholds_path.write_text(json.dumps(thr))  # json.dumps: a +/-inf threshold stays a number
     if synthetic == "metrics":
-        (run / "metrics.json").write_text(json.dumps({"synthetic": True, "seed": seed}))
+        write_json(files.metrics_path, {"synthetic": True, "seed": seed})
     elif synthetic == "config":
-        (run / "config.yaml").write_text(yaml.safe_dump({"data": {"synthetic": True, "modality": modality}}))
+        files.config_path.write_text(yaml.safe_dump({"data": {"synthetic": True, "modality": modality}}))
     return run
 
 

@@ -7,10 +7,11 @@ TFLite conversion take seconds. The full ResNet18-based CDLM is exercised in the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from mvi_tf.contract import SCHEMA_FILE, RunFiles, write_json
 
 CT_PHASES = ("plain", "arterial", "portal")
 SELECTED = ["afp_gt_400", "tumour_size_cm", "margin_non_smooth"]
@@ -62,13 +63,14 @@ def write_run_dir(run_dir: Path, model, modality: str = "ct", threshold: float =
                   image_size: int = IMAGE_SIZE, phases=CT_PHASES) -> Path:
     """Write a run directory holding ``model`` as ``cdlm.keras`` plus the JSON/YAML files export reads."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    model.save(run_dir / "cdlm.keras")
+    files = RunFiles(run_dir)
+    model.save(files.cdlm_path)
     schema = records_schema(modality, phases, image_size)
     schema["synthetic"] = synthetic
-    (run_dir / "schema.json").write_text(json.dumps(schema))
-    (run_dir / "feature_selection.json").write_text(json.dumps({"selected": SELECTED}))
-    (run_dir / "thresholds.json").write_text(json.dumps({"cdlm": threshold}))
-    (run_dir / "metrics.json").write_text(json.dumps({"auc": {"cdlm": {"train": 0.8, "val": 0.7}}, "seed": 0}))
+    write_json(files.schema_path, schema)
+    write_json(files.feature_selection_path, {"selected": SELECTED})
+    write_json(files.thresholds_path, {"cdlm": threshold})
+    write_json(files.metrics_path, {"auc": {"cdlm": {"train": 0.8, "val": 0.7}}, "seed": 0})
     (run_dir / "config.yaml").write_text("seed: 0\n")
     return run_dir
 
@@ -89,10 +91,10 @@ def write_records(records_dir: Path, run_dir: Path, n: int = 40, n_val: int = 20
     from data_prep.records import ShardedWriter, encode_example
     from data_prep.tabular import encode_row
 
-    schema = json.loads((run_dir / "schema.json").read_text())
+    schema = RunFiles(run_dir).schema()
     modality_dir = records_dir / schema["modality"]
     modality_dir.mkdir(parents=True, exist_ok=True)
-    (modality_dir / "schema.json").write_text(json.dumps(schema))
+    write_json(modality_dir / SCHEMA_FILE, schema)
     rng = np.random.default_rng(seed)
     writer = ShardedWriter(modality_dir, "train", shard_size=16)
     rows = []
@@ -110,5 +112,5 @@ def write_records(records_dir: Path, run_dir: Path, n: int = 40, n_val: int = 20
         rows.append({"patient_id": pid, "modality": schema["modality"], "cohort": "train", "label": label,
                      "split": "val" if i >= n - n_val else "train"})
     writer.close()
-    pd.DataFrame(rows).to_csv(run_dir / "predictions.csv", index=False)
+    pd.DataFrame(rows).to_csv(RunFiles(run_dir).predictions_path, index=False)
     return records_dir

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mvi_tf.contract import RunFiles, write_json  # noqa: E402
+
 PHASES = {"ct": ["plain", "arterial", "portal"], "mri": ["t2", "arterial", "hepatobiliary"]}
 N_TRAIN, N_VAL, N_PROSPECTIVE = 50, 14, 36
 
@@ -74,11 +76,12 @@ def write_run(run: Path, modality: str, table: pd.DataFrame, seed: int, strength
     for k, model in enumerate(models):
         logit = rng.normal(0, 1, len(frame)) + frame["label"].to_numpy() * strength * (0.5 + 0.12 * k)
         frame[model] = np.round(1 / (1 + np.exp(-logit)), 4)
-    frame.to_csv(run / "predictions.csv", index=False)
+    files = RunFiles(run)
+    frame.to_csv(files.predictions_path, index=False)
     train = frame[frame["split"] == "train"]
     thresholds = {m: stats.youden_threshold(train["label"], train[m]).threshold for m in models}
-    (run / "thresholds.json").write_text(json.dumps(thresholds))
-    (run / "metrics.json").write_text(json.dumps({"synthetic": True, "seed": seed}))
+    files.thresholds_path.write_text(json.dumps(thresholds))  # json.dumps: a +/-inf threshold stays a number
+    write_json(files.metrics_path, {"synthetic": True, "seed": seed})
     return run
 
 
@@ -87,7 +90,7 @@ def write_explain(folder: Path, modality: str, run: Path, seed: int = 0) -> None
     from mvi_tf.explain import localisation as loc
 
     rng = np.random.default_rng(seed)
-    predictions = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    predictions = RunFiles(run).predictions(dtype={"patient_id": str})
     prospective = predictions[predictions["split"] == "prospective"]
     positives = prospective[prospective["label"] == 1]["patient_id"].tolist()
     phases = PHASES[modality]

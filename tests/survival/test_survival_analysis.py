@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mvi_tf.cli import main
+from mvi_tf.contract import RunFiles, write_json
 from mvi_tf.survival import logrank_test, survival_analysis
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,14 +67,15 @@ def make_run(
     frame.loc[[n - 1, n - 2], ["pfs_months", "pfs_event"]] = np.nan
     run = root / f"run_{modality}"
     run.mkdir(parents=True)
-    frame.to_csv(run / "predictions.csv", index=False)
-    (run / "thresholds.json").write_text(json.dumps({"clinical": 0.4, "cdlm": threshold}))
+    files = RunFiles(run)
+    frame.to_csv(files.predictions_path, index=False)
+    write_json(files.thresholds_path, {"clinical": 0.4, "cdlm": threshold})
     if synthetic_flag == "metrics":
-        (run / "metrics.json").write_text(json.dumps({"synthetic": True, "modality": modality}))
+        write_json(files.metrics_path, {"synthetic": True, "modality": modality})
     elif synthetic_flag == "config":
-        (run / "config.yaml").write_text("data:\n  synthetic: true\n")
+        files.config_path.write_text("data:\n  synthetic: true\n")
     else:
-        (run / "metrics.json").write_text(json.dumps({"synthetic": False}))
+        write_json(files.metrics_path, {"synthetic": False})
     return run
 
 
