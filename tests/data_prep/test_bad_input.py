@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Callable
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
