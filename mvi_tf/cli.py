@@ -554,6 +554,8 @@ def explain_command(run_dir: str, records_dir: str, cohort_dir: str | None, pati
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps({k: summary[k] for k in ("modality", "method", "n_patients", "n_mvi_positive")}))
+    if summary.get("explained_model_note"):
+        click.echo(f"  maps of the {summary['explained_model']} model: {summary['explained_model_note']}")
     localisation = summary.get("localisation") or {}
     for phase in summary["phases"]:
         row = localisation.get("per_phase", {}).get(phase)

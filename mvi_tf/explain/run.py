@@ -79,6 +79,11 @@ def _load_run(run_dir: Path):
     if not model_path.is_file():
         raise FileNotFoundError(f"Run directory has no trained CDLM: {model_path}")
     model = keras.models.load_model(model_path, compile=False)
+    explained = {"model": "cdlm", "note": None}
+    if ignores_images(model) and files.fusion_path.is_file():
+        model = keras.models.load_model(files.fusion_path, compile=False)
+        explained = {"model": "fusion", "note": CDLM_WITHOUT_IMAGES}
+        log.warning("explain: %s", CDLM_WITHOUT_IMAGES)
     schema = files.schema()
     input_names = [t.name for t in model.inputs]
     phases = [n for n in input_names if n != TABULAR_INPUT]
@@ -96,7 +101,21 @@ def _load_run(run_dir: Path):
                 f"unknown={unknown}"
             )
         selected_idx = np.array([names.index(s) for s in selected])
-    return model, schema, phases, selected_idx, _modality_of(run_dir, schema)
+    return model, schema, phases, selected_idx, _modality_of(run_dir, schema), explained
+
+
+CDLM_WITHOUT_IMAGES = (
+    "the CDLM gives every signature zero weight (its stacking head dropped them), so its output does not depend "
+    "on the images and its maps would be empty; the maps shown are the fusion model's, whose output does")
+
+
+def ignores_images(model) -> bool:
+    """True when a stacked CDLM's weights on its signatures (layer ``cdlm_signature_dense``) are all zero."""
+    try:
+        layer = model.get_layer("cdlm_signature_dense")
+    except ValueError:
+        return False
+    return bool(all(np.all(np.asarray(w) == 0.0) for w in layer.get_weights()))
 
 
 def _text(value) -> str:
@@ -297,7 +316,8 @@ def explain_run(
         roi_maps = {p: maps[p][i] for p in phases}
         rnd_maps = {p: random_maps[p][i] for p in phases}
         slices, placed, sector = _explain_patient(plan, ex, roi_maps, rnd_maps, tolerance_mm, tally)
-        subtitle = f"P(MVI)={probabilities[i]:.2f}  label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}"
+        subtitle = (f"{plan.explained['model']} P(MVI)={probabilities[i]:.2f}  "
+                    f"label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}")
         save_patient_overlay(
             overlay_dir / f"{pid}.png", pid, phases, {p: ex[p] for p in phases}, roi_maps, slices, placed, sector,
             subtitle,
@@ -345,6 +365,7 @@ class _Plan:
     series: dict[tuple[str, str], tuple[Path, str | None]]
     truth_rows: dict[str, dict]
     cohort_dir: Path | None
+    explained: dict = dataclasses.field(default_factory=lambda: {"model": "cdlm", "note": None})
 
 
 @dataclasses.dataclass
@@ -363,7 +384,7 @@ def _plan(
     cohorts: Sequence[str] | None, max_patients: int | None,
 ) -> _Plan:
     """Load the run and the patients to explain, with their ROI provenance and (optionally) the cohort's files."""
-    model, _schema, phases, selected_idx, modality = _load_run(run_dir)
+    model, _schema, phases, selected_idx, modality, explained = _load_run(run_dir)
     examples = _select(_load_examples(records_dir, modality, phases, cohorts), patients, max_patients)
     if not examples:
         raise ValueError(f"No patients to explain in {records_dir / modality} for cohorts={cohorts}.")
@@ -378,6 +399,7 @@ def _plan(
         series=_series_dirs(cohort_dir, modality) if cohort_dir is not None else {},
         truth_rows=_truth_rows(cohort_dir, modality) if cohort_dir is not None else {},
         cohort_dir=cohort_dir,
+        explained=explained,
     )
 
 
@@ -444,6 +466,8 @@ def _summary(
     phases = plan.phases
     summary = {
         "modality": plan.modality,
+        "explained_model": plan.explained["model"],
+        "explained_model_note": plan.explained["note"],
         "method": method,
         "engine": engine,
         "target_layers": {p: target_layer_name(p, stage) for p in phases},

@@ -456,6 +456,9 @@ def attention_section(ctx: Context) -> tuple[dict, list[dict]]:
         method = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}.get(summary.get("method"), summary.get("method"))
         blocks.append(B.heading(f"{modality_name(modality)}: {summary.get('n_patients', 0)} patients explained "
                                 f"({method or 'Grad-CAM'})"))
+        if summary.get("explained_model_note"):
+            blocks.append(B.text(f"Maps of the {summary.get('explained_model')} model: "
+                                 f"{summary['explained_model_note']}."))
         if summary.get("localisation"):
             blocks.append(_localisation_table(modality, summary, ctx.link(path)))
             phases = summary["localisation"].get("localising_phases") or []

@@ -135,3 +135,37 @@ def test_cli_explain_selected_patients_with_gradcam_plus_plus(study):
     bad = CliRunner().invoke(main, ["explain", "--run", str(study["run"]), "--data", str(study["records"]),
                                     "--patients", "NOPE-1", "--out", str(out), "--cohorts", "all"])
     assert bad.exit_code != 0 and "NOPE-1" in bad.output
+
+
+def test_a_cdlm_that_dropped_the_signatures_is_explained_through_the_fusion_model(study, tmp_path):
+    """A stacked CDLM whose head gave every signature zero weight ignores the images (its maps would be empty):
+    explain shows the fusion model's maps instead and says so in the summary and on the console."""
+    import keras
+    from click.testing import CliRunner
+
+    from mvi_tf.cli import main
+    from mvi_tf.explain.run import ignores_images
+    from mvi_tf.models.cdlm import build_stacked_model, set_stacking_weights
+
+    run = tmp_path / "run_dropped"
+    shutil.copytree(study["run"], run)
+    schema = json.loads((run / "schema.json").read_text())
+    phases, n_tab = schema["phases"], len(json.loads((run / "feature_selection.json").read_text())["selected"])
+    keras.utils.set_random_seed(1)
+    cdlm = build_stacked_model(phases, SIZE, n_tab)
+    set_stacking_weights(cdlm, [0.0] * len(phases), -0.5, [0.3] * n_tab)
+    fusion = build_stacked_model(phases, SIZE, None)
+    set_stacking_weights(fusion, [1.0] * len(phases), 0.0)
+    assert ignores_images(cdlm) and not ignores_images(fusion)
+    cdlm.save(run / "cdlm.keras")
+    fusion.save(run / "fusion.keras")
+
+    out = tmp_path / "explain"
+    result = CliRunner().invoke(main, ["explain", "--run", str(run), "--data", str(study["records"]), "--out",
+                                       str(out), "--cohorts", "all", "--max-patients", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "explain_summary.json").read_text())
+    assert summary["explained_model"] == "fusion" and "zero weight" in summary["explained_model_note"]
+    assert "maps of the fusion model" in result.output
+    maps = np.load(next((out / "maps").glob("*.npz")))
+    assert any(np.abs(maps[f"roi_{p}"]).max() > 0 for p in phases)  # the fusion model's maps are not empty
