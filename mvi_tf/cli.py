@@ -72,7 +72,9 @@ def _configure_logging() -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the cohort, data splits, initialisation and augmentation.")
 @click.option("--force", is_flag=True, help="Rerun every stage, even those whose inputs have not changed.")
-def demo(out_dir: str, quick: bool, seed: int, force: bool) -> None:
+@click.option("--deterministic", is_flag=True,
+              help="TensorFlow op determinism in training: bit-identical reruns (to compare two versions), slower.")
+def demo(out_dir: str, quick: bool, seed: int, force: bool, deterministic: bool) -> None:
     """Run the whole study on the bundled synthetic multi-centre cohort.
 
     synth -> prepare -> train CT and MRI CDLMs -> evaluate -> compare -> explain -> survival -> export ->
@@ -82,7 +84,7 @@ def demo(out_dir: str, quick: bool, seed: int, force: bool) -> None:
     _configure_logging()
     from mvi_tf.demo import run_demo
 
-    result = run_demo(out_dir, quick=quick, seed=seed, force=force)
+    result = run_demo(out_dir, quick=quick, seed=seed, force=force, deterministic=deterministic)
     click.echo(f"Study written to {result['study_dir']}; report: {result['report']}")
     for stage_name, seconds in result["timings_s"].items():
         click.echo(f"  {stage_name:<14} {seconds:>8.1f} s")

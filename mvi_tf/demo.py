@@ -40,6 +40,7 @@ class StudySettings:
     seed: int = 0
     explain_max_patients: int = 64  # every MVI-positive prospective patient of the demo cohort (54) and a few negatives
     workers: int | None = None
+    deterministic: bool = False  # TensorFlow op determinism in training: bit-identical reruns, slower
 
     @classmethod
     def quick(cls, seed: int = 0) -> StudySettings:
@@ -233,7 +234,11 @@ def _train_inputs(settings: StudySettings) -> dict[str, Any]:
     from mvi_tf.config import Config
 
     recipe = dataclasses.asdict(Config())
-    return {"epochs": settings.epochs, "seed": settings.seed, "recipe": {k: recipe[k] for k in ("data", "model", "train")}}
+    inputs = {"epochs": settings.epochs, "seed": settings.seed,
+              "recipe": {k: recipe[k] for k in ("data", "model", "train")}}
+    if settings.deterministic:
+        inputs["deterministic"] = True
+    return inputs
 
 
 def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, records_fingerprint: str,
@@ -251,7 +256,8 @@ def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, re
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(inputs))
-    return train(layout.records, modality, run_dir, epochs=settings.epochs, seed=settings.seed)
+    return train(layout.records, modality, run_dir, epochs=settings.epochs, seed=settings.seed,
+                 deterministic=settings.deterministic)
 
 
 def _cohort_fingerprint(cohort_dir: Path) -> str:
@@ -273,11 +279,13 @@ def _fresh_export(layout: StudyLayout, modality: str, export_run: Callable[..., 
 
 
 def run_demo(out_dir: str | Path = "study", quick: bool = False, seed: int = 0, force: bool = False,
-             settings: StudySettings | None = None) -> dict[str, Any]:
+             settings: StudySettings | None = None, deterministic: bool = False) -> dict[str, Any]:
     """Write the bundled synthetic multi-centre cohort, then run the whole study on it (`run_study`)."""
     from data_prep.synthetic import generate_cohort
 
     settings = settings or (StudySettings.quick(seed=seed) if quick else StudySettings(seed=seed))
+    if deterministic:
+        settings = dataclasses.replace(settings, deterministic=True)
     layout = StudyLayout(Path(out_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     runner = _StageRunner(layout, force=force)
