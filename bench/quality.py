@@ -219,10 +219,12 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, An
     return out
 
 
-def _variant(settings: QualitySettings) -> str:
-    """Sub-folder of a variant's entries ("" for the default benchmark): another CT window or DICOM matrix."""
+def _variant(settings: QualitySettings, base: QualitySettings | None = None) -> str:
+    """Sub-folder of a variant's entries ("" for the benchmark itself): another CT window or DICOM matrix than
+    ``base`` (the default settings, or the quick ones)."""
+    base = base or QualitySettings()
     parts = [] if settings.ct_window == "percentile" else [f"ct-{settings.ct_window}-window"]
-    if settings.dicom_image_size_px != QualitySettings.dicom_image_size_px:
+    if settings.dicom_image_size_px != base.dicom_image_size_px:
         parts.append(f"dicom-{settings.dicom_image_size_px}px")
     return "".join(f"{part}/" for part in parts)
 
@@ -279,13 +281,14 @@ def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str
     return "\n".join(lines)
 
 
-def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettings, benchmarks_md: Path | None):
+def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettings, benchmarks_md: Path | None,
+                  variant: str = ""):
     """``quality.json`` and the BENCHMARKS.md section; a variant writes ``quality/<variant>/summary.json`` and
     leaves both alone (its figures are compared in the notes, not mixed into the default table)."""
     doc = json.dumps({"fingerprint": fp, "settings": dataclasses.asdict(settings), "synthetic": True, **summary},
                      indent=2)
-    if _variant(settings):
-        (results / "quality" / _variant(settings) / "summary.json").write_text(doc)
+    if variant:
+        (results / "quality" / variant / "summary.json").write_text(doc)
         return
     (results / "quality.json").write_text(doc)
     if benchmarks_md is None:
@@ -315,30 +318,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--benchmarks-md", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = QualitySettings.quick() if args.quick else QualitySettings()
-    settings = dataclasses.replace(settings, ct_window=args.ct_window)
+    base = QualitySettings.quick() if args.quick else QualitySettings()
+    settings = dataclasses.replace(base, ct_window=args.ct_window)
     if not args.quick:
         settings = dataclasses.replace(settings, dicom_image_size_px=args.dicom_size)
+    variant = _variant(settings, base)
     work = args.work or ROOT / "bench" / "out" / ("quality-quick" if args.quick else "quality")
     results = args.out or (work / "results" if args.quick else ROOT / "bench" / "results")
     benchmarks_md = args.benchmarks_md or (None if args.quick else ROOT / "BENCHMARKS.md")
-    (results / "quality" / _variant(settings)).mkdir(parents=True, exist_ok=True)
+    (results / "quality" / variant).mkdir(parents=True, exist_ok=True)
     fp = fingerprint(settings)
     cohort, records = ensure_records(work, settings)
     bayes = json.loads((cohort / "truth" / "bayes_auc.json").read_text())
-    entries = load_entries(results, fp, _variant(settings))
+    entries = load_entries(results, fp, variant)
     for seed in args.seeds:
         for modality in args.modalities:
             if (modality, seed) in entries:
                 log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
                 continue
             entry = {"fingerprint": fp, **_run_entry_in_child(modality, seed, cohort, records, work, settings)}
-            (results / "quality" / f"{_variant(settings)}{modality}-seed{seed}.json").write_text(
+            (results / "quality" / f"{variant}{modality}-seed{seed}.json").write_text(
                 json.dumps(entry, indent=2))
             entries[(modality, seed)] = entry
-            write_outputs(results, summarise(entries, bayes), fp, settings, benchmarks_md)
+            write_outputs(results, summarise(entries, bayes), fp, settings, benchmarks_md, variant)
     summary = summarise(entries, bayes)
-    write_outputs(results, summary, fp, settings, benchmarks_md)
+    write_outputs(results, summary, fp, settings, benchmarks_md, variant)
     return summary
 
 

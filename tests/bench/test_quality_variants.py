@@ -1,0 +1,35 @@
+"""Variants of the quality benchmark (another DICOM matrix or CT window) keep their entries apart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from bench import quality
+
+
+def test_variant_folder_is_relative_to_the_mode_it_varies():
+    default, quick = quality.QualitySettings(), quality.QualitySettings.quick()
+    assert quality._variant(default) == "" and quality._variant(quick, quick) == ""
+    assert quality._variant(dataclasses.replace(default, dicom_image_size_px=256)) == "dicom-256px/"
+    assert quality._variant(dataclasses.replace(default, ct_window="hu", dicom_image_size_px=256)) == (
+        "ct-hu-window/dicom-256px/")
+    assert quality.fingerprint(default) != quality.fingerprint(dataclasses.replace(default, dicom_image_size_px=256))
+
+
+def test_a_variant_neither_reads_nor_overwrites_the_default_table(tmp_path):
+    results = tmp_path / "results"
+    (results / "quality" / "dicom-256px").mkdir(parents=True)
+    entry = {"fingerprint": "abc", "modality": "ct", "seed": 0}
+    (results / "quality" / "ct-seed0.json").write_text(json.dumps(entry))
+    (results / "quality" / "dicom-256px" / "ct-seed1.json").write_text(json.dumps({**entry, "seed": 1}))
+    (results / "quality" / "dicom-256px" / "summary.json").write_text(json.dumps({"fingerprint": "abc"}))
+    assert list(quality.load_entries(results, "abc")) == [("ct", 0)]
+    assert list(quality.load_entries(results, "abc", "dicom-256px/")) == [("ct", 1)]
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    variant = dataclasses.replace(quality.QualitySettings(), dicom_image_size_px=256)
+    quality.write_outputs(results, {}, "abc", variant, md, "dicom-256px/")
+    assert not (results / "quality.json").exists() and md.read_text() == "# Benchmarks\n"
+    assert json.loads((results / "quality" / "dicom-256px" / "summary.json").read_text())["settings"][
+        "dicom_image_size_px"] == 256
