@@ -21,6 +21,10 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
         assert (study / "stages" / f"{stage}.json").exists(), stage
     html = (study / "report.html").read_text()
     assert 'id="synthetic-banner"' in html
+    # This run's timings (synth included) are in its own report: timings.json is written before the report.
+    timings = json.loads((study / "timings.json").read_text())
+    assert list(timings)[0] == "synth" and timings == result["timings_s"] and timings["train_ct"] > 0
+    assert "Wall time per stage" in html and f"{timings['train_ct']:.1f}" in html
     assert html.count("data:image/png;base64,") >= 5
     holdout = json.loads((study / "predict" / "holdout_prediction.json").read_text())
     for modality in ("ct", "mri"):
