@@ -39,6 +39,28 @@ def main(verbose: bool) -> None:
         from mvi_tf.console import quiet_tensorflow
 
         quiet_tensorflow()
+    _setup_logging(verbose)
+
+
+#: The project's own loggers; commands that report progress (`_log_progress`) show their INFO lines.
+PROJECT_LOGGERS = ("mvi_tf", "data_prep", "bench")
+
+
+def _setup_logging(verbose: bool) -> None:
+    """One logging setup for every command: warnings and errors as ``LEVEL logger: message`` on stderr; with
+    ``--verbose`` every INFO line too (TensorFlow's included)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _log_progress() -> None:
+    """Show the project's INFO lines (stage started, done, skipped) for a long-running command."""
+    import logging
+
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -58,11 +80,6 @@ def _echo_not_available(result: dict) -> None:
 
 
 # --- demo / study / report: the main job end to end ------------------------------------------------------
-def _configure_logging() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="study", show_default=True,
@@ -81,7 +98,7 @@ def demo(out_dir: str, quick: bool, seed: int, force: bool, deterministic: bool)
     predict -> report. Resumable: a rerun skips finished stages whose inputs have not changed. The full run
     (750 synthetic patients) took 44 minutes on a 2-core machine; --quick took 7.
     """
-    _configure_logging()
+    _log_progress()
     from mvi_tf.demo import run_demo
 
     result = run_demo(out_dir, quick=quick, seed=seed, force=force, deterministic=deterministic)
@@ -100,7 +117,7 @@ def demo(out_dir: str, quick: bool, seed: int, force: bool, deterministic: bool)
 @click.option("--force", is_flag=True, help="Rerun every stage, even those whose inputs have not changed.")
 def study(cohort_dir: str, out_dir: str, roi_size: int, epochs: int, seed: int, force: bool) -> None:
     """Run the whole study (prepare -> ... -> report) on your own cohort directory."""
-    _configure_logging()
+    _log_progress()
     from mvi_tf.demo import StudySettings, run_study
 
     settings = StudySettings(roi_image_size_px=roi_size, epochs=epochs, seed=seed)
@@ -330,12 +347,10 @@ def train_command(data_dir: str, modality: str, out_dir: str, config_path: str |
                   strategy: str | None, batch_size: int | None, mixed_precision: bool | None,
                   xla: bool | None) -> None:
     """Train the per-phase signatures, the fusion model and the combined model (CDLM) into RUN_DIR."""
-    import logging
-
     from mvi_tf import na
     from mvi_tf.training import train
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _log_progress()
     with _records_errors(data_dir, modality):
         result = train(data_dir, modality, out_dir, config=config_path, weights=weights, epochs=epochs,
                        image_size=image_size, seed=seed, deterministic=deterministic or None, strategy=strategy,
