@@ -251,8 +251,13 @@ class StudyLayout:
     def records(self) -> Path:
         return self.root / "tfrecords"
 
+    @property
+    def runs(self) -> Path:
+        """Parent of the run directories (one per modality)."""
+        return self.root / "runs"
+
     def run(self, modality: str) -> Path:
-        return self.root / "runs" / modality
+        return self.runs / modality
 
     def run_files(self, modality: str) -> RunFiles:
         """:class:`RunFiles` of a modality's run directory."""
@@ -266,8 +271,13 @@ class StudyLayout:
     def compare(self) -> Path:
         return self.root / "compare"
 
+    @property
+    def explanations(self) -> Path:
+        """Parent of the explain outputs (one folder per modality)."""
+        return self.root / "explain"
+
     def explain(self, modality: str) -> Path:
-        return self.root / "explain" / modality
+        return self.explanations / modality
 
     @property
     def survival(self) -> Path:
@@ -288,3 +298,12 @@ class StudyLayout:
     @property
     def stages(self) -> Path:
         return self.root / "stages"
+
+    @property
+    def timings(self) -> Path:
+        """Wall time per stage, written before the report that shows it."""
+        return self.root / "timings.json"
+
+    @property
+    def holdout_prediction(self) -> Path:
+        return self.predict / "holdout_prediction.json"

@@ -151,7 +151,7 @@ def _predict_holdout(layout: StudyLayout, patient_id: str, exports: dict[str, An
         if spread > 1e-4:
             raise RuntimeError(f"Backends disagree for the held-out {modality} patient {patient_id}: {per_backend}")
     layout.predict.mkdir(parents=True, exist_ok=True)
-    (layout.predict / "holdout_prediction.json").write_text(json.dumps(results, indent=2))
+    layout.holdout_prediction.write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -224,10 +224,10 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
             lambda m=modality: _fresh_export(layout, m, export_run))
     holdout = _pick_holdout_patient(layout)
     stage("predict", {"patient": holdout}, [f"export_{m}" for m in MODALITIES],
-          [layout.predict / "holdout_prediction.json"],
+          [layout.holdout_prediction],
           lambda: _predict_holdout(layout, holdout, exports))
     timings = {**(earlier_timings or {}), **{k: round(v, 1) for k, v in stage.timings.items()}}
-    (layout.root / "timings.json").write_text(json.dumps(timings, indent=2))  # before the report, which shows them
+    layout.timings.write_text(json.dumps(timings, indent=2))  # before the report, which shows them
     report = build_report(layout.root)
     return {"study_dir": str(layout.root), "report": str(report), "timings_s": timings}
 

@@ -41,6 +41,11 @@ class Context:
         return B.relative(path, self.report_dir)
 
     @property
+    def layout(self) -> StudyLayout:
+        """The study's folders (the one definition `mvi-tf demo` / `study` write by)."""
+        return StudyLayout(self.study)
+
+    @property
     def tables_dir(self) -> Path:
         return self.study / "report_tables"
 
@@ -93,7 +98,7 @@ def cohort_section(ctx: Context) -> tuple[dict, list[dict]]:
 
 def prepare_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Data preparation"
-    records = ctx.study / "tfrecords"
+    records = ctx.layout.records
     report_csv = records / "prepare_report.csv"
     if not report_csv.exists():
         return B.section("preparation", title, [B.missing("prepare report")]), []
@@ -208,7 +213,7 @@ def _decision_panels(ctx: Context) -> list[tuple[Path, str]]:
     from mvi_tf.report.figures import decision_curve_panels
 
     made = []
-    for run in sorted((ctx.study / "runs").glob("*")):
+    for run in sorted(ctx.layout.runs.glob("*")):
         if not RunFiles(run).predictions_path.is_file():
             continue
         for cohort in TABLE3_COHORTS:
@@ -227,7 +232,7 @@ def _decision_panels(ctx: Context) -> list[tuple[Path, str]]:
 
 def performance_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Model performance (Table 3), ROC and decision curves"
-    evaluation = ctx.study / "evaluation"
+    evaluation = ctx.layout.evaluation
     perf_csv = evaluation / "performance.csv"
     if not perf_csv.exists():
         return B.section("performance", title, [B.missing("evaluation (mvi-tf evaluate)")]), []
@@ -258,7 +263,7 @@ def _ci_of(row: Any, key: str, digits: int = 2) -> str:
 
 def calibration_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Calibration"
-    path = ctx.study / "evaluation" / "calibration.csv"
+    path = ctx.layout.evaluation / "calibration.csv"
     if not path.is_file():
         return B.section("calibration", title, [B.missing("calibration (mvi-tf evaluate)")]), []
     frame = pd.read_csv(path)
@@ -286,7 +291,7 @@ def calibration_section(ctx: Context) -> tuple[dict, list[dict]]:
             + ("n/a: " + "; ".join(notes[:4]) + ". " if notes else ""))
     blocks = [B.table("Calibration of the CDLM and the radiological model per cohort and centre", columns, rows,
                       csv=ctx.link(path), note=note)]
-    found = _evaluation_figures(ctx.study / "evaluation", "calibration")
+    found = _evaluation_figures(ctx.layout.evaluation, "calibration")
     if found:
         blocks.append(B.figures(found))
     return B.section("calibration", title, blocks), []
@@ -294,7 +299,7 @@ def calibration_section(ctx: Context) -> tuple[dict, list[dict]]:
 
 def improvement_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "CDLM versus radiological model"
-    path = ctx.study / "evaluation" / "improvement.csv"
+    path = ctx.layout.evaluation / "improvement.csv"
     if not path.is_file():
         return B.section("improvement", title, [B.missing("comparison (mvi-tf evaluate)")]), []
     frame = pd.read_csv(path)
@@ -319,7 +324,7 @@ FACTOR_NAMES = {"age": "Age", "sex": "Sex", "afp": "AFP", "tumour_size": "Tumour
 
 def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Subgroup analysis"
-    path = ctx.study / "evaluation" / "subgroups.csv"
+    path = ctx.layout.evaluation / "subgroups.csv"
     if not path.is_file():
         return B.section("subgroups", title, [B.missing("subgroups (mvi-tf evaluate)")]), []
     frame = pd.read_csv(path)
@@ -349,7 +354,7 @@ def subgroup_section(ctx: Context) -> tuple[dict, list[dict]]:
 # --- CT versus MRI ---------------------------------------------------------------------------------------------
 def headtohead_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Head-to-head: CDLM-CT versus CDLM-MRI"
-    path = ctx.study / "compare" / "head_to_head.json"
+    path = ctx.layout.compare / "head_to_head.json"
     result = read_json_or_none(path)
     if result is None:
         return B.section("head-to-head", title, [B.missing("compare (mvi-tf compare)")]), []
@@ -372,9 +377,9 @@ def headtohead_section(ctx: Context) -> tuple[dict, list[dict]]:
     table = B.table(f"CDLM-CT versus CDLM-MRI on the {n} patients of the {cohort} with both examinations",
                     ["Measure", "CDLM-CT", "CDLM-MRI", "p-value", "Test"], rows)
     blocks = [table, B.links("Every number at full precision:", [(ctx.link(path), path.name)])]
-    figs = [(ctx.study / "compare" / "head_to_head_roc.png",
+    figs = [(ctx.layout.compare / "head_to_head_roc.png",
              f"ROC curves of CDLM-CT and CDLM-MRI on the same {n} patients."),
-            (ctx.study / "compare" / "head_to_head_decision_curves.png",
+            (ctx.layout.compare / "head_to_head_decision_curves.png",
              f"Decision curves of CDLM-CT and CDLM-MRI on the same {n} patients, with treat-all and treat-none.")]
     figs = [(p, c) for p, c in figs if p.exists()]
     if figs:
@@ -421,7 +426,7 @@ def _gallery(ctx: Context, modality: str, folder: Path) -> dict | None:
     overlays = sorted((folder / "overlays").glob("*.png"))[:GALLERY_LIMIT]
     if not overlays:
         return None
-    predictions = StudyLayout(ctx.study).run_files(modality).predictions_path
+    predictions = ctx.layout.run_files(modality).predictions_path
     scores = pd.read_csv(predictions, dtype={"patient_id": str}) if predictions.exists() else pd.DataFrame()
     hits = pd.read_csv(folder / "localisation.csv", dtype={"patient_id": str}) \
         if (folder / "localisation.csv").exists() else pd.DataFrame(columns=["patient_id", "phase", "hit"])
@@ -447,7 +452,7 @@ def _gallery(ctx: Context, modality: str, folder: Path) -> dict | None:
 def attention_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Attention maps and localisation"
     blocks, said = [], []
-    for folder in sorted((ctx.study / "explain").glob("*")):
+    for folder in sorted(ctx.layout.explanations.glob("*")):
         path = folder / "explain_summary.json"
         summary = read_json_or_none(path)
         if summary is None:
@@ -497,7 +502,7 @@ def _median(r: pd.Series, suffix: str) -> str:
 
 def survival_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Survival: Kaplan-Meier, log-rank and Cox"
-    folder = ctx.study / "survival"
+    folder = ctx.layout.survival
     path = folder / "survival_table.csv"
     if not path.is_file():
         return B.section("survival", title, [B.missing("survival (mvi-tf survival)")]), []
@@ -550,7 +555,7 @@ def _size(path: Path) -> str:
 
 def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
     title = "Deployment: exported models and a held-out prediction"
-    base = ctx.study / "saved_models"
+    base = ctx.layout.saved_models
     cards = sorted(base.glob("*/*/model_card.md")) if base.is_dir() else []
     blocks, exported = [], []
     if cards:
@@ -566,7 +571,7 @@ def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
                               ["Model", "Version", "SavedModel folder", "TFLite models"], rows))
         blocks += [B.preformatted(f"Model card: {c.parent.parent.name} version {c.parent.name}", c.read_text())
                    for c in cards]
-    holdout = read_json_or_none(ctx.study / "predict" / "holdout_prediction.json")
+    holdout = read_json_or_none(ctx.layout.holdout_prediction)
     agreement = ""
     if holdout:
         rows = []
@@ -588,7 +593,7 @@ def deployment_section(ctx: Context) -> tuple[dict, list[dict]]:
 
 
 def timings_section(ctx: Context) -> tuple[dict, list[dict]] | None:
-    timings = read_json_or_none(ctx.study / "timings.json")
+    timings = read_json_or_none(ctx.layout.timings)
     if not timings:
         return None
     rows = [[stage, fmt_num(seconds, 1)] for stage, seconds in timings.items()]
