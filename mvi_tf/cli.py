@@ -111,16 +111,24 @@ def demo(out_dir: str, quick: bool, seed: int, force: bool, deterministic: bool)
 @click.option("--cohort", "cohort_dir", type=click.Path(exists=True, file_okay=False), required=True,
               help="Cohort directory (manifest.csv, lesions.csv, clinical.csv); see README 'Cohort directory'.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Study directory to write.")
-@click.option("--roi-size", type=int, default=64, show_default=True, help="ROI stack size in pixels (model input).")
-@click.option("--epochs", type=int, default=12, show_default=True, help="Maximum epochs per training stage.")
+@click.option("--roi-size", type=int, default=None,
+              help="ROI stack size in pixels (model input). Default: the demo's (96; 48 with --quick).")
+@click.option("--epochs", type=int, default=None,
+              help="Maximum epochs per training stage. Default: the demo's (20; 3 with --quick).")
+@click.option("--quick", is_flag=True, help="The demo's quick preset: 48 px ROI stacks, 3 epochs (a dry run).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, augmentation.")
 @click.option("--force", is_flag=True, help="Rerun every stage, even those whose inputs have not changed.")
-def study(cohort_dir: str, out_dir: str, roi_size: int, epochs: int, seed: int, force: bool) -> None:
-    """Run the whole study (prepare -> ... -> report) on your own cohort directory."""
+def study(cohort_dir: str, out_dir: str, roi_size: int | None, epochs: int | None, quick: bool, seed: int,
+          force: bool) -> None:
+    """Run the whole study (prepare -> ... -> report) on your own cohort directory, with the demo's settings."""
     _log_progress()
+    import dataclasses
+
     from mvi_tf.demo import StudySettings, run_study
 
-    settings = StudySettings(roi_image_size_px=roi_size, epochs=epochs, seed=seed)
+    settings = StudySettings.quick(seed=seed) if quick else StudySettings(seed=seed)
+    settings = dataclasses.replace(settings, roi_image_size_px=roi_size or settings.roi_image_size_px,
+                                   epochs=epochs or settings.epochs)
     result = run_study(cohort_dir, out_dir, settings=settings, force=force)
     click.echo(f"Study written to {result['study_dir']}; report: {result['report']}")
 
