@@ -36,7 +36,7 @@ from scipy import special
 from scipy import stats as sp_stats
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
-from mvi_tf.stats import _as_labels, _as_scores, _check_alpha, clopper_pearson_ci
+from mvi_tf.stats import _as_labels, _as_scores, _check_alpha, clopper_pearson_ci, flat_dict
 
 __all__ = [
     "CalibrationCurve",
@@ -124,13 +124,7 @@ class CalibrationResult:
 
     def as_dict(self) -> dict:
         """Flat ``dict`` (each CI as ``*_ci_low`` / ``*_ci_high``) for tables and JSON."""
-        out: dict = {}
-        for key, value in dataclasses.asdict(self).items():
-            if isinstance(value, tuple):
-                out[f"{key}_low"], out[f"{key}_high"] = value
-            else:
-                out[key] = value
-        return out
+        return flat_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)

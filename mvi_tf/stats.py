@@ -22,6 +22,18 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as sp_stats
 
+
+def flat_dict(result) -> dict:
+    """A result dataclass as a flat ``dict`` for tables and JSON: each ``(low, high)`` interval field ``x_ci``
+    becomes ``x_ci_low`` and ``x_ci_high``."""
+    out: dict = {}
+    for key, value in dataclasses.asdict(result).items():
+        if isinstance(value, tuple):
+            out[f"{key}_low"], out[f"{key}_high"] = value
+        else:
+            out[key] = value
+    return out
+
 __all__ = [
     "AucResult",
     "ClassificationMetrics",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as sp_stats
 
-from mvi_tf.stats import _as_labels, _as_scores, _check_alpha, _delong_components
+from mvi_tf.stats import _as_labels, _as_scores, _check_alpha, _delong_components, flat_dict
 
 __all__ = [
     "AucDifferenceBootstrap",
@@ -121,13 +121,7 @@ class ReclassificationResult:
 
     def as_dict(self) -> dict:
         """Flat ``dict`` (CIs as ``*_ci_low`` / ``*_ci_high``) for tables and JSON."""
-        out: dict = {}
-        for key, value in dataclasses.asdict(self).items():
-            if isinstance(value, tuple):
-                out[f"{key}_low"], out[f"{key}_high"] = value
-            else:
-                out[key] = value
-        return out
+        return flat_dict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------
