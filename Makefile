@@ -23,11 +23,15 @@ demo: install
 demo-quick: install
 	$(BIN)/mvi-tf demo --out study-quick --quick
 
+# Two test processes (pytest-xdist), one test file each at a time: most of a slow test's time is single-threaded
+# graph building and Python, so two of them share the two cores of the CI machine well. TEST_WORKERS=0 runs
+# everything in this one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(BIN)/python -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(BIN)/python -m bench --out BENCHMARKS.md

@@ -58,10 +58,15 @@ def site_salt() -> bytes:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(secrets.token_hex(32))
-            if not path.exists():
-                os.replace(tmp, path)
-            else:  # another process was first: keep its key
-                tmp.unlink()
+            try:  # a hard link never replaces: of two processes creating the key at once, the first one wins
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                if not path.exists():
+                    os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         key = path.read_text(encoding="utf-8").strip()
         if key:
             return key.encode("utf-8")

@@ -111,6 +111,20 @@ def data_files(pytestconfig: pytest.Config) -> DataFiles:
     return DataFiles(real_data=folder.resolve(), explicit=setting is not None)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_keras_state():
+    """After each test module, drop the models and graphs Keras keeps globally: every test runs in one process
+    (two with ``-n 2``), which otherwise keeps every module's models to the end of the run."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:  # modules that never imported Keras have nothing to free
+        import gc
+
+        sys.modules["keras"].backend.clear_session()
+        gc.collect()
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)

@@ -203,6 +203,7 @@ def test_uid_tags_are_keyed_by_the_sites_secret(tmp_path, monkeypatch):
         assert key_file.is_file() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
         privacy.site_salt.cache_clear()
         assert privacy.uid_tag("1.2.840.99.1") == first  # the kept key: stable across runs
+        assert [p.name for p in key_file.parent.iterdir()] == ["uid-salt"]  # no temporary file left behind
         monkeypatch.setenv(privacy.SALT_ENV, "another site")
         privacy.site_salt.cache_clear()
         assert privacy.uid_tag("1.2.840.99.1") != first and privacy.uid_tag("1.2.840.99.1").startswith("uid#")
