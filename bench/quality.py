@@ -180,8 +180,46 @@ def load_entries(results: Path, fp: str, variant: str = "") -> dict[tuple[str, i
     return entries
 
 
-def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, Any]:
-    """``quality.json``: per modality the seeds, Bayes AUC, per-model prospective AUCs and the gaps."""
+def sign_ceilings(truth_csv: Path, modality: str) -> dict[str, dict[str, float]]:
+    """Per phase, what a perfect detector of the signs that phase shows could reach (SYNTHETIC truth).
+
+    A logistic model of the true signs the generator draws on the phase (``phantom.signs_rendered``; a capsule
+    interruption counts only where there is a capsule), fitted on the training cohort; its prospective AUC alone
+    (``signs``) and with the true tumour size added (``signs_and_size``: the images show size too).
+    """
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from data_prep.synthetic.phantom import signs_rendered
+    from data_prep.synthetic.phenotype import MODALITY_PHASES
+
+    truth = pd.read_csv(truth_csv)
+    truth = truth[truth["modality"] == modality]
+    signs = {name: truth[f"sign_{name}"].clip(lower=0) for name in {s for p in MODALITY_PHASES[modality]
+                                                                    for s in signs_rendered(p)}}
+    if "capsule_interruption" in signs:
+        signs["capsule_interruption"] = signs["capsule_interruption"] * (truth["capsule_present"] == 1)
+    train, prospective = (truth["cohort"] == "train").values, (truth["cohort"] == "prospective").values
+    y = truth["mvi"].astype(int).values
+    out = {}
+    for phase in MODALITY_PHASES[modality]:
+        columns = [signs[name].values for name in signs_rendered(phase)]
+        out[phase] = {}
+        for key, x in (("signs", columns), ("signs_and_size", [*columns, truth["size_cm"].values])):
+            x = np.column_stack(x).astype(float)
+            if len(set(y[train])) < 2 or len(set(y[prospective])) < 2:
+                out[phase][key] = None
+                continue
+            model = LogisticRegression(C=1e6, max_iter=1000).fit(x[train], y[train])
+            out[phase][key] = round(float(roc_auc_score(y[prospective], model.decision_function(x[prospective]))), 4)
+    return out
+
+
+def summarise(entries: dict[tuple[str, int], dict], bayes: dict,
+              ceilings: dict[str, dict] | None = None) -> dict[str, Any]:
+    """``quality.json``: per modality the seeds, Bayes AUC, per-phase true-sign ceilings, per-model prospective
+    AUCs and the gaps."""
     from mvi_tf.stats import delong_test
 
     out: dict[str, Any] = {}
@@ -193,6 +231,7 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict) -> dict[str, An
         out[modality] = {
             "seeds": [r["seed"] for r in rows],
             "bayes_auc": bayes.get(modality, {}).get("prospective"),
+            "sign_ceiling": (ceilings or {}).get(modality, {}),
             **{m: {"prospective_auc": [r["auc"][m].get("prospective") for r in rows]} for m in models},
             "signature_gap": {m: [_gap(r["auc"][m]) for r in rows] for m in models if m.startswith("signature_")},
             "cdlm_vs_radiological": [r["cdlm_vs_radiological"] for r in rows],
@@ -244,24 +283,36 @@ def _mean_sd(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def _ceiling(value: dict | None) -> str:
+    if not value or value.get("signs") is None:
+        return ""
+    return f"{value['signs']:.3f} ({value['signs_and_size']:.3f})"
+
+
 def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str:
     """The "Model quality" section of BENCHMARKS.md."""
     lines = [SECTION_START, "## Model quality on the synthetic cohort (multi-seed, `make quality`)", "",
              f"SYNTHETIC data: {settings.scale:g} x the paper's cohort, {settings.roi_image_size_px} px ROI stacks, "
              f"{settings.epochs} epochs per stage, default recipe; fingerprint `{fp}`. Prospective centre AUC, "
-             "mean ± SD over seeds (per-seed values in `bench/results/quality.json`).", ""]
+             "mean ± SD over seeds (per-seed values in `bench/results/quality.json`). True-sign ceiling: the "
+             "prospective AUC of a logistic model of the true signs the generator draws on that phase (and with "
+             "the true tumour size), what a perfect detector of the phase's signs could reach. What was tried to "
+             "close the gap: docs/branch-experiments.md.", ""]
     for modality in MODALITIES:
         block = summary.get(modality)
         if not block:
             lines += [f"{modality.upper()}: no finished seed yet for this fingerprint.", ""]
             continue
         lines += [f"### {modality.upper()} (seeds {block['seeds']}; Bayes-optimal AUC {block['bayes_auc']})", "",
-                  "| model | prospective AUC | per seed | train − val gap |", "| --- | --- | --- | --- |"]
+                  "| model | prospective AUC | per seed | train − val gap | true-sign ceiling (with size) |",
+                  "| --- | --- | --- | --- | --- |"]
         for name, value in block.items():
             if isinstance(value, dict) and "prospective_auc" in value:
                 per_seed = ", ".join("n/a" if v is None else f"{v:.3f}" for v in value["prospective_auc"])
                 gap = _mean_sd(block["signature_gap"].get(name, [])) if name.startswith("signature_") else ""
-                lines.append(f"| {name} | {_mean_sd(value['prospective_auc'])} | {per_seed} | {gap} |")
+                ceiling = _ceiling(block.get("sign_ceiling", {}).get(name.removeprefix("signature_")))
+                lines.append(f"| {name} | {_mean_sd(value['prospective_auc'])} | {per_seed} | {gap} | "
+                             f"{ceiling if name.startswith('signature_') else ''} |")
         tests = "; ".join(f"Δ {t['auc_difference']:+.3f}, z = {t['z']:.2f}, p = {t['p_value']:.3g}"
                           for t in block["cdlm_vs_radiological"])
         lines += ["", f"CDLM vs radiological (paired DeLong, per seed): {tests}.", ""]
@@ -330,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     fp = fingerprint(settings)
     cohort, records = ensure_records(work, settings)
     bayes = json.loads((cohort / "truth" / "bayes_auc.json").read_text())
+    ceilings = {m: sign_ceilings(cohort / "truth" / "patients.csv", m) for m in MODALITIES}
     entries = load_entries(results, fp, variant)
     for seed in args.seeds:
         for modality in args.modalities:
@@ -340,8 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
             (results / "quality" / f"{variant}{modality}-seed{seed}.json").write_text(
                 json.dumps(entry, indent=2))
             entries[(modality, seed)] = entry
-            write_outputs(results, summarise(entries, bayes), fp, settings, benchmarks_md, variant)
-    summary = summarise(entries, bayes)
+            write_outputs(results, summarise(entries, bayes, ceilings), fp, settings, benchmarks_md, variant)
+    summary = summarise(entries, bayes, ceilings)
     write_outputs(results, summary, fp, settings, benchmarks_md, variant)
     return summary
 

@@ -41,6 +41,7 @@ class StudySettings:
     explain_max_patients: int = 64  # every MVI-positive prospective patient of the demo cohort (54) and a few negatives
     workers: int | None = None
     deterministic: bool = False  # TensorFlow op determinism in training: bit-identical reruns, slower
+    cross_fit_folds: int | None = None  # fold networks per phase for the stacking heads; None: the recipe's default
 
     @classmethod
     def quick(cls, seed: int = 0) -> StudySettings:
@@ -241,6 +242,8 @@ def _train_inputs(settings: StudySettings) -> dict[str, Any]:
               "recipe": {k: recipe[k] for k in ("data", "model", "train")}}
     if settings.deterministic:
         inputs["deterministic"] = True
+    if settings.cross_fit_folds is not None:
+        inputs["cross_fit_folds"] = settings.cross_fit_folds
     return inputs
 
 
@@ -259,8 +262,9 @@ def _train_fresh(layout: StudyLayout, modality: str, settings: StudySettings, re
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(inputs))
+    folds = {} if settings.cross_fit_folds is None else {"cross_fit_folds": settings.cross_fit_folds}
     return train(layout.records, modality, run_dir, epochs=settings.epochs, seed=settings.seed,
-                 deterministic=settings.deterministic)
+                 deterministic=settings.deterministic, **folds)
 
 
 def _cohort_fingerprint(cohort_dir: Path) -> str:

@@ -22,9 +22,17 @@ from scipy.ndimage import gaussian_filter
 from data_prep.synthetic.phenotype import MODALITY_PHASES, Phenotype
 
 MODALITIES = ("ct", "mri")
+#: The peritumoral signs drawn on one phase only; capsule interruption and microsatellites show on every phase.
+SIGN_PHASE = {"peritumoral_enhancement": "arterial", "peritumoral_hbp_hypointensity": "hepatobiliary"}
+SIGNS_ON_EVERY_PHASE = ("capsule_interruption", "microsatellites")
 
 BODY_SEMI_AXES_MM = (165.0, 120.0)
 LIVER_CENTRE_MM = (-45.0, 0.0)
+
+
+def signs_rendered(phase: str) -> tuple[str, ...]:
+    """The MVI signs (``Phenotype.signs`` keys) the phantom can draw on ``phase``."""
+    return SIGNS_ON_EVERY_PHASE + tuple(sign for sign, on in SIGN_PHASE.items() if on == phase)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,9 +517,9 @@ def _paint(
     # Peritumoral sector (invasion for MVI-positive, mimic otherwise) and its signs.
     signs = p.signs[modality]
     outside = (f.s >= 0) & anat.liver
-    if signs.get("peritumoral_enhancement") and phase == "arterial":
+    if signs.get("peritumoral_enhancement") and phase == SIGN_PHASE["peritumoral_enhancement"]:
         img = np.where(outside, img + v["ape_delta"] * anat.weight, img)
-    if signs.get("peritumoral_hbp_hypointensity") and phase == "hepatobiliary":
+    if signs.get("peritumoral_hbp_hypointensity") and phase == SIGN_PHASE["peritumoral_hbp_hypointensity"]:
         factor = 1.0 - (1.0 - v["phh_factor"]) * np.clip(1.6 * anat.weight, 0, 1)
         img = np.where(outside, img * factor, img)
 

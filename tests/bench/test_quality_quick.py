@@ -21,6 +21,7 @@ def test_quick_quality_benchmark_writes_fingerprinted_entries_and_resumes(tmp_pa
                   "signature_portal"):
         assert len(doc["ct"][model]["prospective_auc"]) == 1, model
     assert 0.5 < doc["ct"]["bayes_auc"] < 1.0
+    assert set(doc["ct"]["sign_ceiling"]) == {"plain", "arterial", "portal"}
     entry = json.loads((out / "quality" / "ct-seed0.json").read_text())
     assert entry["fingerprint"] == doc["fingerprint"] == quality.fingerprint(quality.QualitySettings.quick())
     assert entry["stacking"]["cross_fit_folds"] == 2 and set(entry["hit_rates"]["per_phase"]) == {
@@ -28,6 +29,7 @@ def test_quick_quality_benchmark_writes_fingerprinted_entries_and_resumes(tmp_pa
     assert summary["ct"]["cdlm"]["prospective_auc"] == doc["ct"]["cdlm"]["prospective_auc"]
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert quality.SECTION_START in text and "| cdlm |" in text and doc["fingerprint"] in text
+    assert "true-sign ceiling (with size)" in text
 
     mtime = (out / "quality" / "ct-seed0.json").stat().st_mtime_ns
     with caplog.at_level("INFO", logger="bench.quality"):

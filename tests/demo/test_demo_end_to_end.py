@@ -8,8 +8,9 @@ import pytest
 
 from mvi_tf.demo import StudySettings, run_demo
 
+# Two fold networks per phase instead of the recipe's three: the demo runner, not the stacking, is under test.
 TINY = StudySettings(scale=0.02, dicom_image_size_px=64, roi_image_size_px=32, epochs=1, seed=3,
-                     explain_max_patients=3, workers=2)
+                     explain_max_patients=3, workers=2, cross_fit_folds=2)
 
 
 @pytest.mark.slow
@@ -26,6 +27,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     assert list(timings)[0] == "synth" and timings == result["timings_s"] and timings["train_ct"] > 0
     assert "Wall time per stage" in html and f"{timings['train_ct']:.1f}" in html
     assert html.count("data:image/png;base64,") >= 5
+    stacking = json.loads((study / "runs" / "ct" / "stacking.json").read_text())
+    assert stacking["cross_fit_folds"] == 2, stacking["source"]  # the study's setting reached training
     holdout = json.loads((study / "predict" / "holdout_prediction.json").read_text())
     for modality in ("ct", "mri"):
         probabilities = holdout["modalities"][modality]["probabilities"]
