@@ -167,7 +167,8 @@ def _hit_rates(run_dir: Path, records: Path, cohort: Path, out: Path, settings: 
     localisation = summary.get("localisation") or {}
     per_phase = localisation.get("per_phase") or {}
     rates = {phase: row.get("hit_rate") for phase, row in per_phase.items() if isinstance(row, dict)}
-    return {"per_phase": rates, "localising_phases": localisation.get("localising_phases")}
+    return {"per_phase": rates, "localising_phases": localisation.get("localising_phases"),
+            "explained_model": summary.get("explained_model")}
 
 
 def load_entries(results: Path, fp: str, variant: str = "") -> dict[tuple[str, int], dict]:
@@ -236,6 +237,7 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict,
             "signature_gap": {m: [_gap(r["auc"][m]) for r in rows] for m in models if m.startswith("signature_")},
             "cdlm_vs_radiological": [r["cdlm_vs_radiological"] for r in rows],
             "hit_rates": [r["hit_rates"] for r in rows],
+            "explained_model": [_explained_model(r) for r in rows],
             "wall_time_s": [r["wall_time_s"] for r in rows],
         }
         for m in models:
@@ -266,6 +268,16 @@ def _variant(settings: QualitySettings, base: QualitySettings | None = None) -> 
     if settings.dicom_image_size_px != base.dicom_image_size_px:
         parts.append(f"dicom-{settings.dicom_image_size_px}px")
     return "".join(f"{part}/" for part in parts)
+
+
+def _explained_model(entry: dict) -> str:
+    """Whose maps the hit rates score: recorded since `explain` falls back to the fusion model for a CDLM without
+    signatures; an older entry of such a CDLM scored its empty maps."""
+    recorded = (entry.get("hit_rates") or {}).get("explained_model")
+    if recorded:
+        return recorded
+    dropped = ((entry.get("stacking") or {}).get("cdlm") or {}).get("penalty") == "drop"
+    return "cdlm (without signatures: empty maps)" if dropped else "cdlm"
 
 
 def _gap(auc: dict) -> float | None:
@@ -320,7 +332,8 @@ def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str
         if rates:
             phases = list(rates[0])
             lines.append("Attention-map hit rates (mean over seeds): " + ", ".join(
-                f"{p} {_mean_sd([r.get(p) for r in rates])}" for p in phases) + ".")
+                f"{p} {_mean_sd([r.get(p) for r in rates])}" for p in phases) + "; maps of, per seed: "
+                + ", ".join(block.get("explained_model", [])) + ".")
             lines.append("")
         lines.append("Wall time per seed (s): " + ", ".join(
             f"train {w['train']:.0f} + explain {w['explain']:.0f}" for w in block["wall_time_s"]) + ".")

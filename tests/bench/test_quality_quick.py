@@ -22,6 +22,9 @@ def test_quick_quality_benchmark_writes_fingerprinted_entries_and_resumes(tmp_pa
         assert len(doc["ct"][model]["prospective_auc"]) == 1, model
     assert 0.5 < doc["ct"]["bayes_auc"] < 1.0
     assert set(doc["ct"]["sign_ceiling"]) == {"plain", "arterial", "portal"}
+    assert doc["ct"]["explained_model"] == [entry_model := json.loads(
+        (out / "quality" / "ct-seed0.json").read_text())["hit_rates"]["explained_model"]]
+    assert entry_model in ("cdlm", "fusion")
     entry = json.loads((out / "quality" / "ct-seed0.json").read_text())
     assert entry["fingerprint"] == doc["fingerprint"] == quality.fingerprint(quality.QualitySettings.quick())
     assert entry["stacking"]["cross_fit_folds"] == 2 and set(entry["hit_rates"]["per_phase"]) == {
