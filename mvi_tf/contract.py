@@ -305,5 +305,10 @@ class StudyLayout:
         return self.root / "timings.json"
 
     @property
+    def study_info(self) -> Path:
+        """The cohort folder, the synthetic flag and the settings of the study (``mvi-tf demo`` / ``study``)."""
+        return self.root / "study.json"
+
+    @property
     def holdout_prediction(self) -> Path:
         return self.predict / "holdout_prediction.json"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mvi_tf.contract import StudyLayout  # noqa: F401  (re-exported: the layout of a study directory)
+from mvi_tf.contract import StudyLayout, write_json  # StudyLayout re-exported: the layout of a study directory
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def _predict_holdout(layout: StudyLayout, patient_id: str, exports: dict[str, An
         if spread > 1e-4:
             raise RuntimeError(f"Backends disagree for the held-out {modality} patient {patient_id}: {per_backend}")
     layout.predict.mkdir(parents=True, exist_ok=True)
-    layout.holdout_prediction.write_text(json.dumps(results, indent=2))
+    write_json(layout.holdout_prediction, results)
     return results
 
 
@@ -190,9 +190,8 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
     layout.root.mkdir(parents=True, exist_ok=True)
     if synthetic is None:
         synthetic = (cohort_dir / "truth").is_dir()
-    (layout.root / "study.json").write_text(json.dumps(
-        {"cohort_dir": str(cohort_dir.resolve()), "synthetic": bool(synthetic),
-         "settings": dataclasses.asdict(settings)}, indent=2))
+    write_json(layout.study_info, {"cohort_dir": str(cohort_dir.resolve()), "synthetic": bool(synthetic),
+                                   "settings": dataclasses.asdict(settings)})
     stage = _StageRunner(layout, force=force)
     cohort_fp = _cohort_fingerprint(cohort_dir)
     stage.fingerprints["cohort"] = cohort_fp
@@ -228,7 +227,7 @@ def run_study(cohort_dir: str | Path, out_dir: str | Path, settings: StudySettin
           [layout.holdout_prediction],
           lambda: _predict_holdout(layout, holdout, exports))
     timings = {**(earlier_timings or {}), **{k: round(v, 1) for k, v in stage.timings.items()}}
-    layout.timings.write_text(json.dumps(timings, indent=2))  # before the report, which shows them
+    write_json(layout.timings, timings)  # before the report, which shows them
     report = build_report(layout.root)
     return {"study_dir": str(layout.root), "report": str(report), "timings_s": timings}
 

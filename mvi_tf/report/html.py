@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from mvi_tf import __version__
+from mvi_tf.contract import StudyLayout
 from mvi_tf.report import sections as S
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ SUMMARY_ORDER = ("cohorts", "performance", "head-to-head", "attention", "surviva
 
 
 def _study_info(study: Path) -> dict[str, Any]:
-    info_path = study / "study.json"
+    info_path = StudyLayout(study).study_info
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     cohort = Path(info.get("cohort_dir", study / "cohort"))
     info.setdefault("cohort_dir", str(cohort))
