@@ -24,11 +24,17 @@ demo-quick: install
 	$(BIN)/mvi-tf demo --out study-quick --quick
 
 # Two test processes (pytest-xdist), one test file each at a time: most of a slow test's time is single-threaded
-# graph building and Python, so two of them share the two cores of the CI machine well. TEST_WORKERS=0 runs
-# everything in this one process.
+# graph building and Python, so two of them share the two cores of the CI machine well. Tests marked `solo` (the
+# whole demo in one process, ~9 GB) run afterwards on their own, so that they never meet another process's
+# memory. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
+ifeq ($(TEST_WORKERS),0)
+	$(BIN)/python -m pytest -q -ra --durations=15
+else
+	$(BIN)/python -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not solo"
+	$(BIN)/python -m pytest -q -ra --durations=3 -m solo
+endif
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadfile

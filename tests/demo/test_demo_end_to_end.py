@@ -14,6 +14,7 @@ TINY = StudySettings(scale=0.02, dicom_image_size_px=64, roi_image_size_px=32, e
 
 
 @pytest.mark.slow
+@pytest.mark.solo  # the whole demo in one process (~9 GB): `make test` runs it alone, after the parallel part
 def test_demo_runs_every_stage_and_resumes(tmp_path):
     study = tmp_path / "study"
     result = run_demo(study, settings=TINY)
