@@ -197,21 +197,21 @@ def sign_ceilings(truth_csv: Path, modality: str) -> dict[str, dict[str, float]]
 
     truth = pd.read_csv(truth_csv)
     truth = truth[truth["modality"] == modality]
-    signs = {name: truth[f"sign_{name}"].clip(lower=0) for name in {s for p in MODALITY_PHASES[modality]
-                                                                    for s in signs_rendered(p)}}
-    if "capsule_interruption" in signs:
-        signs["capsule_interruption"] = signs["capsule_interruption"] * (truth["capsule_present"] == 1)
     train, prospective = (truth["cohort"] == "train").values, (truth["cohort"] == "prospective").values
     y = truth["mvi"].astype(int).values
+    if len(set(y[train])) < 2 or len(set(y[prospective])) < 2:
+        return {phase: {"signs": None, "signs_and_size": None} for phase in MODALITY_PHASES[modality]}
+
+    def visible(sign: str) -> np.ndarray:
+        column = truth[f"sign_{sign}"].clip(lower=0)  # -1: the sign does not exist in this modality
+        return (column * (truth["capsule_present"] == 1) if sign == "capsule_interruption" else column).values
+
     out = {}
     for phase in MODALITY_PHASES[modality]:
-        columns = [signs[name].values for name in signs_rendered(phase)]
+        columns = [visible(sign) for sign in signs_rendered(phase)]
         out[phase] = {}
         for key, x in (("signs", columns), ("signs_and_size", [*columns, truth["size_cm"].values])):
             x = np.column_stack(x).astype(float)
-            if len(set(y[train])) < 2 or len(set(y[prospective])) < 2:
-                out[phase][key] = None
-                continue
             model = LogisticRegression(C=1e6, max_iter=1000).fit(x[train], y[train])
             out[phase][key] = round(float(roc_auc_score(y[prospective], model.decision_function(x[prospective]))), 4)
     return out
