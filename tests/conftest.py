@@ -125,6 +125,54 @@ def _release_keras_state():
         gc.collect()
 
 
+_MODULE_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Remember on the test's module whether any of its tests failed (setup, call or teardown)."""
+    report = yield
+    module = item.getparent(pytest.Module)
+    if report.failed and module is not None:
+        module.stash[_MODULE_FAILED] = True
+    return report
+
+
+SESSION_FOLDERS = "session"
+
+
+@pytest.fixture(scope="session")
+def session_mktemp(tmp_path_factory: pytest.TempPathFactory):
+    """``session_mktemp(name)`` makes a new folder that lives to the end of the run, for session-scoped fixtures
+    (``tmp_path_factory.mktemp`` would make it among the folders of the module that first used the fixture)."""
+    import tempfile
+
+    root = tmp_path_factory.getbasetemp() / SESSION_FOLDERS
+    root.mkdir(exist_ok=True)
+    return lambda name: Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_module_folders(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """After each test module, delete the temporary folders its module-scoped fixtures made, unless one of its
+    tests failed (then they stay for inspection, like a failed test's ``tmp_path``). Session-scoped fixtures make
+    theirs with ``session_mktemp``, whose folder this leaves alone.
+
+    A whole run otherwise keeps every module's cohorts, records and checkpoints until it ends (about 20 GB);
+    passed tests' own ``tmp_path`` folders go at their teardown (``tmp_path_retention_policy = failed``).
+    """
+    base = tmp_path_factory.getbasetemp()
+    (base / SESSION_FOLDERS).mkdir(exist_ok=True)
+    before = set(base.iterdir())
+    yield
+    if request.node.stash.get(_MODULE_FAILED, False):
+        return
+    import shutil
+
+    for folder in set(base.iterdir()) - before:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)

@@ -10,14 +10,14 @@ from export_support import build_tiny_cdlm, write_run_dir
 
 
 @pytest.fixture(scope="session")
-def fake_run(tmp_path_factory) -> Path:
-    return write_run_dir(tmp_path_factory.mktemp("run") / "run_ct", build_tiny_cdlm())
+def fake_run(session_mktemp) -> Path:
+    return write_run_dir(session_mktemp("run") / "run_ct", build_tiny_cdlm())
 
 
 @pytest.fixture(scope="session")
-def exported(fake_run, tmp_path_factory):
+def exported(fake_run, session_mktemp):
     """One export of the fake run (SavedModel + the three TFLite models), shared by the export tests."""
     from mvi_tf.export import export_run
 
-    out_base = tmp_path_factory.mktemp("saved_models")
+    out_base = session_mktemp("saved_models")
     return export_run(fake_run, out_base=out_base)

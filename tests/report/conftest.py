@@ -7,6 +7,6 @@ from study_fixture import make_study
 
 
 @pytest.fixture(scope="session")
-def small_study(tmp_path_factory):
+def small_study(session_mktemp):
     """Path of the study directory written by `study_fixture.make_study` (treat as read-only)."""
-    return make_study(tmp_path_factory.mktemp("small_study"))
+    return make_study(session_mktemp("small_study"))
