@@ -54,6 +54,7 @@ def test_run_directory_contract(cli_run):
 
     for stage in folds:
         assert (run / "folds" / f"{stage}.keras").is_file(), stage
+    assert not (run / "checkpoints").exists()  # a finished run keeps its stage models, not their checkpoints
     stacking = json.loads((run / "stacking.json").read_text())
     assert stacking["cross_fit_folds"] == 3 and "out-of-fold" in stacking["source"]
     oof = pd.read_csv(run / "oof_signatures.csv")
