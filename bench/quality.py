@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: behaviour belongs in the modules below or must bump ``RECIPE_VERSION``.
 FINGERPRINT_SOURCES = ("mvi_tf/models", "mvi_tf/training", "mvi_tf/config.py")
 FINGERPRINT_EXCLUDED = ("mvi_tf/training/train.py", "mvi_tf/training/stacking_stage.py")
+#: Settings added after entries had been gathered, with their defaults (left out of the fingerprint when default).
+LATER_SETTINGS = {"sampling": "square"}
 #: Bump when the orchestration changes what is trained or on which patients.
 RECIPE_VERSION = 1
 MODALITIES = ("ct", "mri")
@@ -59,6 +61,7 @@ class QualitySettings:
     cohort_seed: int = 0
     explain_max_patients: int = 64
     ct_window: str = "percentile"
+    sampling: str = "square"
     overrides: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -70,7 +73,12 @@ class QualitySettings:
 def fingerprint(settings: QualitySettings) -> str:
     """Hash of the training code (``FINGERPRINT_SOURCES`` but ``FINGERPRINT_EXCLUDED``), ``RECIPE_VERSION`` and
     the benchmark settings."""
-    payload = {"settings": dataclasses.asdict(settings), "recipe_version": RECIPE_VERSION}
+    fields = dataclasses.asdict(settings)
+    # Settings added after the first entries enter the hash only when changed, so those entries keep theirs.
+    for name, default in LATER_SETTINGS.items():
+        if fields[name] == default:
+            del fields[name]
+    payload = {"settings": fields, "recipe_version": RECIPE_VERSION}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     for source in FINGERPRINT_SOURCES:
         path = ROOT / source
@@ -98,24 +106,29 @@ def ensure_records(work: Path, settings: QualitySettings) -> tuple[Path, Path]:
 
     size = "" if settings.dicom_image_size_px == QualitySettings.dicom_image_size_px else \
         f"-{settings.dicom_image_size_px}px"
-    cohort, records = work / f"cohort{size}", work / f"tfrecords{size}-ct-{settings.ct_window}"
+    sampling = "" if settings.sampling == "square" else f"-{settings.sampling}"
+    cohort, records = work / f"cohort{size}", work / f"tfrecords{size}-ct-{settings.ct_window}{sampling}"
     done = records / "records.done"
     if not done.exists():
         generate_cohort(cohort, seed=settings.cohort_seed, scale=settings.scale,
                         image_size=settings.dicom_image_size_px)
         windows = {"ct": dict(CT_HU_WINDOWS)} if settings.ct_window == "hu" else {}
-        prepare_cohort(cohort, records, config=PrepareConfig(image_size=settings.roi_image_size_px, windows=windows))
+        prepare_cohort(cohort, records, config=PrepareConfig(image_size=settings.roi_image_size_px, windows=windows,
+                                                             sampling=settings.sampling))
         done.write_text(json.dumps(dataclasses.asdict(settings)))
     return cohort, records
 
 
 def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
-              settings: QualitySettings) -> dict[str, Any]:
-    """Train one (modality, seed), explain it, and measure everything the summary needs."""
+              settings: QualitySettings, variant: str = "") -> dict[str, Any]:
+    """Train one (modality, seed), explain it, and measure everything the summary needs.
+
+    A variant's runs live in their own sub-folder of ``work/runs`` (and ``work/explain``), so that its training
+    never resumes a run of the benchmark itself."""
     from mvi_tf.stats import delong_test
     from mvi_tf.training import train
 
-    run_dir = work / "runs" / f"{modality}-seed{seed}"
+    run_dir = work / "runs" / variant / f"{modality}-seed{seed}"
     start = time.perf_counter()
     result = train(records, modality, run_dir, epochs=settings.epochs, seed=seed, verbose=0,
                    **dict(settings.overrides))
@@ -128,7 +141,8 @@ def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
     pros = by_split["prospective"]
     delong = delong_test(pros["label"].to_numpy(), pros["cdlm"].to_numpy(), pros["radiological"].to_numpy())
     start = time.perf_counter()
-    hit_rates = _hit_rates(run_dir, records, cohort, work / "explain" / f"{modality}-seed{seed}", settings)
+    hit_rates = _hit_rates(run_dir, records, cohort, work / "explain" / variant / f"{modality}-seed{seed}",
+                           settings)
     explain_s = time.perf_counter() - start
     stacking = read_json(files.stacking_path) if files.stacking_path.exists() else None
     return {
@@ -267,6 +281,8 @@ def _variant(settings: QualitySettings, base: QualitySettings | None = None) -> 
     parts = [] if settings.ct_window == "percentile" else [f"ct-{settings.ct_window}-window"]
     if settings.dicom_image_size_px != base.dicom_image_size_px:
         parts.append(f"dicom-{settings.dicom_image_size_px}px")
+    if settings.sampling != base.sampling:
+        parts.append(f"{settings.sampling}-roi")
     return "".join(f"{part}/" for part in parts)
 
 
@@ -377,13 +393,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dicom-size", type=int, default=QualitySettings.dicom_image_size_px,
                         help="matrix of the synthetic DICOM (a variant when not the default: how much of the "
                              "signature gap is resolution; never counted towards the default table)")
+    parser.add_argument("--sampling", choices=("square", "unwrapped"), default="square",
+                        help="ROI sampling of the records: the paper's square ROI, or the peritumoral band unwrapped "
+                             "along the tumour boundary (a variant when not square)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = QualitySettings.quick() if args.quick else QualitySettings()
-    settings = dataclasses.replace(base, ct_window=args.ct_window)
+    settings = dataclasses.replace(base, ct_window=args.ct_window, sampling=args.sampling)
     if not args.quick:
         settings = dataclasses.replace(settings, dicom_image_size_px=args.dicom_size)
     variant = _variant(settings, base)
@@ -401,7 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
             if (modality, seed) in entries:
                 log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
                 continue
-            entry = {"fingerprint": fp, **_run_entry_in_child(modality, seed, cohort, records, work, settings)}
+            entry = {"fingerprint": fp, **_run_entry_in_child(modality, seed, cohort, records, work, settings,
+                                                                 variant)}
             (results / "quality" / f"{variant}{modality}-seed{seed}.json").write_text(
                 json.dumps(entry, indent=2))
             entries[(modality, seed)] = entry

@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 MODALITIES = ("ct", "mri")
+#: How the ROI stacks are sampled: the paper's square ROI, or the peritumoral band unwrapped along the boundary.
+SAMPLINGS = ("square", "unwrapped")
 
 DEFAULT_PHASES: dict[str, tuple[str, ...]] = {
     "ct": ("plain", "arterial", "portal"),
@@ -94,6 +96,13 @@ class PrepareConfig:
     min_lesion_ml : float
         Smallest 3-D connected component of a tumour mask that counts as a lesion, in ml; smaller specks (stray
         voxels of a drawing) are left out of the ROI and only counted in the report.
+    sampling : {"square", "unwrapped"}
+        ``"square"``: the paper's square ROI (`data_prep.roi`). ``"unwrapped"``: the peritumoral band unwrapped
+        along the tumour boundary (`data_prep.unwrap`; rows are rays, columns distances from the boundary); needs a
+        tumour mask for every patient.
+    band_mm : (float, float)
+        For ``sampling="unwrapped"``: distances from the tumour boundary of the first and last column, in mm
+        (negative: inside the tumour).
     """
 
     phases: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PHASES))
@@ -106,6 +115,8 @@ class PrepareConfig:
         default_factory=lambda: {m: dict(w) for m, w in DEFAULT_WINDOWS.items()})
     shard_size: int = 256
     min_lesion_ml: float = 0.01
+    sampling: str = "square"
+    band_mm: tuple[float, float] = (-12.0, 18.0)
 
     def __post_init__(self) -> None:
         phases = {str(m): tuple(p) for m, p in dict(self.phases).items()}
@@ -131,6 +142,13 @@ class PrepareConfig:
             raise ValueError(f"min_lesion_ml must lie in [0, 1000). Received: min_lesion_ml={self.min_lesion_ml}")
         if not self.shard_size >= 1:
             raise ValueError(f"shard_size must be >= 1. Received: shard_size={self.shard_size}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}. Received: sampling={self.sampling!r}")
+        band = tuple(float(b) for b in self.band_mm)
+        if len(band) != 2 or not -100.0 <= band[0] < band[1] <= 100.0:
+            raise ValueError(f"band_mm must be (inner, outer) mm with -100 <= inner < outer <= 100. "
+                             f"Received: band_mm={self.band_mm}")
+        object.__setattr__(self, "band_mm", band)
 
     def window(self, modality: str, phase: str) -> IntensityWindow:
         """The intensity window of one phase."""
@@ -149,6 +167,8 @@ class PrepareConfig:
             "context_factor": self.context_factor,
             "spacing_tolerance_mm": self.spacing_tolerance_mm,
             "min_lesion_ml": self.min_lesion_ml,
+            "sampling": self.sampling,
+            "band_mm": list(self.band_mm),
             "windows": {m: {p: dataclasses.asdict(self.window(m, p)) for p in ps} for m, ps in self.phases.items()},
         }
 

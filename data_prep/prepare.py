@@ -33,6 +33,7 @@ from data_prep.errors import InputError
 from data_prep.masks import LesionChoice, check_mask_identity, choose_lesion, load_mask, mask_on_volume
 from data_prep.privacy import csv_cell, relative_paths, site_salt, uid_tag
 from data_prep.roi import Roi, roi_from_box, roi_from_mask, window_stack
+from data_prep.unwrap import UnwrappedFrame, unwrapped_frame, unwrapped_stack
 from mvi_tf.contract import SCHEMA_FILE, temporary_name
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ SUMMARY_FILE = "summary.csv"
 REPORT_COLUMNS = ("patient_id", "modality", "status", "reason", "roi_center_x_mm", "roi_center_y_mm",
                   "roi_center_z_mm", "roi_side_mm", "slice_z_mm", "roi_source", "centre", "cohort",
                   "reference_phase", "n_lesions", "lesion_volume_ml", "warnings", "notes")
+#: Added after ``roi_source`` when ``PrepareConfig.sampling`` is ``"unwrapped"`` (`UnwrappedFrame.report_fields`).
+UNWRAPPED_REPORT_COLUMNS = ("unwrap_center_x_mm", "unwrap_center_y_mm", "unwrap_boundary_mm", "unwrap_band_mm")
 COHORTS = ("train", "prospective")
 _MANIFEST_COLUMNS = ("patient_id", "modality", "phase", "series_dir")
 _LESION_COLUMNS = ("patient_id", "modality")
@@ -97,12 +100,16 @@ class PatientStacks(dict):
         ``prepare --strict`` turns them into errors.
     notes : list of str
         Things done on purpose that the report records (localizers and other non-axial files left out).
+    unwrapped : UnwrappedFrame or None
+        The frame of unwrapped stacks (``PrepareConfig.sampling="unwrapped"``); None for square ROIs.
     """
 
     def __init__(self, stacks: Mapping[str, np.ndarray], roi: Roi, reference_phase: str,
                  series_uids: Mapping[str, str], lesion: LesionChoice | None = None,
-                 warnings: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+                 warnings: Sequence[str] = (), notes: Sequence[str] = (),
+                 unwrapped: UnwrappedFrame | None = None) -> None:
         super().__init__(stacks)
+        self.unwrapped = unwrapped
         self.roi = roi
         self.reference_phase = reference_phase
         self.series_uids = dict(series_uids)
@@ -200,15 +207,23 @@ def prepare_patient(series_dirs: Mapping[str, str | os.PathLike], modality: str,
             warnings += _roi_mask_disagreement(explicit, lesion.grid, box, ref)
     else:
         box = roi_from_box(*explicit, ref, config.slice_spacing_mm)  # type: ignore[misc]
+    frame = None
+    if config.sampling == "unwrapped":
+        if lesion is None:
+            raise InputError("sampling 'unwrapped' needs a tumour mask (its boundary); lesions.csv gives only a "
+                             "square ROI for this patient (no mask_path)")
+        frame = unwrapped_frame(lesion.grid, ref, box, config.image_size, config.band_mm)
     stacks = {}
     for phase in phases:
+        window = config.window(modality, phase)
         try:
-            stacks[phase] = window_stack(volumes[phase], box, config.image_size, config.window(modality, phase),
-                                         config.context_factor)
+            stacks[phase] = (window_stack(volumes[phase], box, config.image_size, window, config.context_factor)
+                             if frame is None else
+                             unwrapped_stack(volumes[phase], frame, box, window, config.context_factor))
         except InputError as err:
             raise InputError(f"phase {phase!r} (folder {series_dirs[phase]}): {err}") from None
     return PatientStacks(stacks, box, reference, {p: volumes[p].series_uid for p in phases}, lesion, warnings,
-                         notes)
+                         notes, frame)
 
 
 def _check_patient_args(series_dirs, modality, mask_path, mask_phase, roi, config) -> tuple[list[str], str]:
@@ -318,6 +333,7 @@ class _Outcome:
     lesion_fields: dict[str, object] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    unwrapped: UnwrappedFrame | None = None
 
 
 def _relative(message: str, cohort_dir: str) -> str:
@@ -335,7 +351,7 @@ def _run_job(job: _Job) -> _Outcome:
                                             "lesion_volume_ml": round(lesion.volume_ml, 3)}
         return _Outcome(job.patient_id, job.modality, dict(stacks), stacks.roi, stacks.reference_phase, "",
                         fields, [_relative(w, job.cohort_dir) for w in stacks.warnings],
-                        [_relative(n, job.cohort_dir) for n in stacks.notes])
+                        [_relative(n, job.cohort_dir) for n in stacks.notes], stacks.unwrapped)
     except (InputError, OSError, ValueError, MemoryError) as err:
         message = str(err)
     except Exception as err:  # noqa: BLE001 - an unexpected decoder failure still becomes a reported skip
@@ -479,7 +495,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
                    phases: Mapping[str, Sequence[str]] | None = None, image_size: int = 64,
                    margin_mm: float = 10.0, strict: bool = False, workers: int | None = None,
                    progress: bool = True, config: PrepareConfig | None = None,
-                   allowed_roots: Sequence[str | os.PathLike] = ()) -> PrepareResult:
+                   allowed_roots: Sequence[str | os.PathLike] = (), sampling: str = "square") -> PrepareResult:
     """Turn a cohort directory into TFRecords, schema.json, summary.csv and prepare_report.csv.
 
     Parameters
@@ -504,10 +520,13 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
     progress : bool
         Show a progress bar over patients.
     config : PrepareConfig, optional
-        Full configuration; overrides ``phases``, ``image_size`` and ``margin_mm`` when given.
+        Full configuration; overrides ``phases``, ``image_size``, ``margin_mm`` and ``sampling`` when given.
     allowed_roots : sequence of paths
         Folders outside the cohort directory that ``series_dir`` and ``mask_path`` may point into (default:
         none; a path that resolves outside the cohort skips that patient).
+    sampling : {"square", "unwrapped"}
+        The paper's square ROI, or the peritumoral band unwrapped along the tumour boundary (`PrepareConfig`);
+        with ``"unwrapped"`` a patient whose lesions.csv row has no mask is skipped with its reason.
 
     Returns
     -------
@@ -527,7 +546,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
     if config is None:
         merged = {m: tuple(p) for m, p in DEFAULT_PHASES.items()}
         merged.update({str(m).lower(): tuple(p) for m, p in (phases or {}).items()})
-        config = PrepareConfig(phases=merged, image_size=image_size, margin_mm=margin_mm)
+        config = PrepareConfig(phases=merged, image_size=image_size, margin_mm=margin_mm, sampling=sampling)
     roots = [Path(r).resolve() for r in allowed_roots]
     report = _Report(cohort_dir)
     plan = _plan_jobs(cohort_dir, config, roots, report)
@@ -537,7 +556,7 @@ def prepare_cohort(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike = "
         tabular_schemas = _fit_tabular(plan, done, report)
         counts, schemas = _write_records(plan, done, tabular_schemas, config, staging, cohort_dir, report)
         shutil.rmtree(staging / ".pending")
-        _write_tables(staging, counts, report)
+        _write_tables(staging, counts, report, config)
         _commit(staging, out_dir)
     rows = report.rows()
     skipped = [(str(r["patient_id"]), str(r["modality"]), str(r["reason"])) for r in rows
@@ -756,7 +775,8 @@ def _write_records(plan: _Plan, done: Sequence[tuple[_Outcome, Path]], tabular_s
             writers[key] = records.ShardedWriter(staging / modality, key[1], config.shard_size)
         writers[key].write(records.encode_example(values, schemas[modality]))
         counts[(modality, base["cohort"], base["centre"], base["label"])] += 1
-        report.written(pid, modality, **outcome.roi.report_fields(), reference_phase=outcome.reference_phase,
+        frame = {} if outcome.unwrapped is None else outcome.unwrapped.report_fields()
+        report.written(pid, modality, **outcome.roi.report_fields(), **frame, reference_phase=outcome.reference_phase,
                        **outcome.lesion_fields, warnings=" | ".join(outcome.warnings),
                        notes=" | ".join(outcome.notes), **base_report(base))
     shards = {key: writer.close() for key, writer in writers.items()}
@@ -773,11 +793,15 @@ def _write_records(plan: _Plan, done: Sequence[tuple[_Outcome, Path]], tabular_s
     return counts, schemas
 
 
-def _write_tables(staging: Path, counts: Counter, report: _Report) -> None:
+def _write_tables(staging: Path, counts: Counter, report: _Report, config: PrepareConfig) -> None:
     _write_csv(staging / SUMMARY_FILE, ("modality", "cohort", "centre", "label", "n_patients"),
                [dict(zip(("modality", "cohort", "centre", "label"), k), n_patients=n)
                 for k, n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0])))])
-    _write_csv(staging / REPORT_FILE, REPORT_COLUMNS, report.rows())
+    columns = REPORT_COLUMNS
+    if config.sampling == "unwrapped":
+        at = REPORT_COLUMNS.index("roi_source") + 1
+        columns = REPORT_COLUMNS[:at] + UNWRAPPED_REPORT_COLUMNS + REPORT_COLUMNS[at:]
+    _write_csv(staging / REPORT_FILE, columns, report.rows())
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -200,6 +200,11 @@ def window_stack(volume: Volume, roi: Roi, image_size: int, window: IntensityWin
         if volume.modality != "CT":
             raise InputError(f"series {uid_tag(volume.series_uid)}: a HU window needs CT, got Modality={volume.modality}")
         return HounsfieldWindow(window.lower, window.upper)(raw)
-    context = _sample(volume, roi.center_x_mm, roi.center_y_mm, roi.side_mm * context_factor,
-                      max(16, image_size // 2), roi.slice_z_mm, "nan")
-    return PercentileWindow(window.lower, window.upper)(raw, context)
+    return PercentileWindow(window.lower, window.upper)(raw, context_values(volume, roi, context_factor, image_size))
+
+
+def context_values(volume: Volume, roi: Roi, context_factor: float, image_size: int) -> np.ndarray:
+    """Intensities of the context square (``context_factor`` times the ROI's side, NaN outside the volume) whose
+    percentiles scale a percentile window."""
+    return _sample(volume, roi.center_x_mm, roi.center_y_mm, roi.side_mm * context_factor,
+                   max(16, image_size // 2), roi.slice_z_mm, "nan")

@@ -276,6 +276,9 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
               help="Side of the ROI stacks in pixels.")
 @click.option("--margin-mm", default=10.0, show_default=True, type=click.FloatRange(0.0, 200.0),
               help="Margin around the tumour's bounding square, in mm.")
+@click.option("--sampling", default="square", show_default=True, type=click.Choice(["square", "unwrapped"]),
+              help="'square': the paper's ROI; 'unwrapped': the peritumoral band unwrapped along the tumour "
+                   "boundary (rows = rays, columns = distance from the boundary; needs a mask per patient).")
 @click.option("--strict", is_flag=True,
               help="Exit non-zero if any patient is skipped or written with a warning (several lesions, ...).")
 @click.option("--workers", default=None, type=click.IntRange(1, 256),
@@ -283,7 +286,7 @@ def survival(run_dirs: tuple[str, ...], out_dir: str, cohort: str) -> None:
 @click.option("--allow-root", "allowed_roots", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A folder outside the cohort that series_dir / mask_path may point into. Repeatable.")
 def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: int, margin_mm: float,
-            strict: bool, workers: int | None, allowed_roots: tuple[str, ...]) -> None:
+            sampling: str, strict: bool, workers: int | None, allowed_roots: tuple[str, ...]) -> None:
     """DICOM series + tumour masks + clinical table -> multiphase ROI stacks -> TFRecords."""
     from data_prep.config import parse_phases
     from data_prep.prepare import CohortError, OutputLockedError, PrepareError, prepare_cohort
@@ -294,7 +297,8 @@ def prepare(cohort_dir: str, out_dir: str, phases: tuple[str, ...], image_size: 
         raise click.BadParameter(str(err), param_hint="--phases") from None
     try:
         result = prepare_cohort(cohort_dir, out_dir, phases=phase_map, image_size=image_size,
-                                margin_mm=margin_mm, strict=strict, workers=workers, allowed_roots=allowed_roots)
+                                margin_mm=margin_mm, strict=strict, workers=workers, allowed_roots=allowed_roots,
+                                sampling=sampling)
     except PrepareError as err:
         for _patient_id, _modality, reason in err.result.skipped:
             click.echo(f"skipped: {reason}", err=True)

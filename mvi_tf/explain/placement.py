@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep.geometry import RAS_TO_LPS, orientation_axes, pixel_points, square_grid
+from data_prep.unwrap import UnwrappedFrame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +223,28 @@ def roi_to_slice(roi_map: np.ndarray, roi: RoiFrame, geometry: SliceGeometry) ->
         )
         slice_map[r0:r1, c0:c1] = np.where(inside, values, np.nan)
     return PlacedMap(slice_map=slice_map, corners_rc=corners, box_rc=(r0, c0, r1, c1))
+
+
+def unwrapped_display_frame(frame: UnwrappedFrame) -> RoiFrame:
+    """The square frame, centred on the rays' origin, that holds a patient's whole unwrapped band (``S x S``)."""
+    side = 2.0 * (max(frame.boundary_mm) + max(frame.band_mm[1], 0.0)) + 2.0 * frame.column_mm
+    return RoiFrame((frame.center_x_mm, frame.center_y_mm, frame.slice_z_mm[1]), side, frame.size_px,
+                    frame.slice_z_mm[1])
+
+
+def unwrapped_to_roi(values: np.ndarray, frame: UnwrappedFrame, roi: RoiFrame) -> np.ndarray:
+    """Place an unwrapped ``(S, S)`` array (map or image channel) on a square frame: bilinear, periodic along the
+    rays, 0 where the square lies outside the band."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (frame.size_px, frame.size_px):
+        raise ValueError(f"`values` must have shape ({frame.size_px}, {frame.size_px}) to match the unwrapped "
+                         f"frame. Received: values.shape={values.shape}")
+    rows, cols = frame.patient_to_pixel(roi.grid())
+    s = frame.size_px
+    inside = (cols >= -0.5) & (cols <= s - 0.5)
+    padded = np.concatenate([values[-1:], values, values[:1]])  # the ray after the last is the first
+    sampled = ndimage.map_coordinates(padded, [rows + 1.0, np.clip(cols, 0, s - 1)], order=1, mode="nearest")
+    return np.where(inside, sampled, 0.0)
 
 
 def slice_to_roi(slice_values: np.ndarray, geometry: SliceGeometry, roi: RoiFrame, order: int = 1) -> np.ndarray:

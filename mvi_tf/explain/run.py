@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.errors import InputError
+from data_prep.unwrap import UnwrappedFrame
 from mvi_tf import na
 from mvi_tf.contract import CONFIG_FILE, FEATURE_SELECTION_FILE, SCHEMA_FILE, RunFiles, to_jsonable, write_json
 from mvi_tf.explain import localisation as loc
@@ -36,6 +38,8 @@ from mvi_tf.explain.placement import (
     read_nearest_slice,
     read_nifti_mask_in_roi,
     roi_to_slice,
+    unwrapped_display_frame,
+    unwrapped_to_roi,
 )
 
 log = logging.getLogger(__name__)
@@ -167,11 +171,14 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _roi_frames(records_dir: Path, modality: str, image_size: int) -> dict[str, RoiFrame]:
+def _roi_frames(records_dir: Path, modality: str,
+                image_size: int) -> tuple[dict[str, RoiFrame], dict[str, UnwrappedFrame]]:
+    """Each patient's ROI frame, and for unwrapped records (`data_prep.unwrap`) the unwrapped frame, whose maps
+    are shown and scored on a square frame that holds the whole band."""
     path = records_dir / "prepare_report.csv"
     if not path.is_file():
         raise FileNotFoundError(f"ROI provenance not found: {path} (written by `mvi-tf prepare`)")
-    frames = {}
+    frames, unwrapped = {}, {}
     for row in _read_csv(path):
         if row.get("modality") != modality or row.get("status", "ok") not in ("ok", "written"):
             continue
@@ -181,10 +188,14 @@ def _roi_frames(records_dir: Path, modality: str, image_size: int) -> dict[str, 
             # data_prep writes the three slice z's as "z0;z1;z2"; the map refers to the central one.
             zs = [float(z) for z in str(row.get("slice_z_mm") or "").split(";") if z.strip()]
             slice_z = zs[len(zs) // 2] if zs else None
-        except (KeyError, ValueError) as err:
+            if row.get("unwrap_boundary_mm"):
+                unwrapped[row["patient_id"]] = UnwrappedFrame.from_report(row, tuple(zs))
+        except (KeyError, ValueError, InputError) as err:
             raise ValueError(f"{path}: bad ROI columns for patient {row.get('patient_id')}: {err}") from err
-        frames[row["patient_id"]] = RoiFrame(centre, side, image_size, slice_z)
-    return frames
+        frame = unwrapped.get(row["patient_id"])
+        frames[row["patient_id"]] = (RoiFrame(centre, side, image_size, slice_z) if frame is None
+                                     else unwrapped_display_frame(frame))
+    return frames, unwrapped
 
 
 def _truth_rows(cohort_dir: Path, modality: str) -> dict[str, dict]:
@@ -313,8 +324,9 @@ def explain_run(
     overlay_dir, maps_dir = out_dir / "overlays", out_dir / "maps"
     for i, ex in enumerate(tqdm(examples, desc=f"explain {plan.modality}", unit="patient", disable=not progress)):
         pid = ex["patient_id"]
-        roi_maps = {p: maps[p][i] for p in phases}
-        rnd_maps = {p: random_maps[p][i] for p in phases}
+        roi_maps = _shown(plan, pid, {p: maps[p][i] for p in phases})
+        rnd_maps = _shown(plan, pid, {p: random_maps[p][i] for p in phases})
+        ex = {**ex, **_shown(plan, pid, {p: ex[p] for p in phases})}
         slices, placed, sector = _explain_patient(plan, ex, roi_maps, rnd_maps, tolerance_mm, tally)
         subtitle = (f"{plan.explained['model']} P(MVI)={probabilities[i]:.2f}  "
                     f"label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}")
@@ -336,6 +348,22 @@ def explain_run(
     write_json(out_dir / SUMMARY_FILE, summary)
     log.info("explain: %d patients, summary in %s", len(examples), out_dir / SUMMARY_FILE)
     return summary
+
+
+def _shown(plan: _Plan, pid: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Maps ``(S, S)`` or images ``(S, S, C)`` of one patient on the frame they are shown and scored on: unwrapped
+    ones placed on their square display frame, the others as they are."""
+    frame = plan.unwrapped.get(pid)
+    if frame is None:
+        return arrays
+    square = plan.frames[pid]
+
+    def place(values: np.ndarray) -> np.ndarray:
+        if values.ndim == 2:
+            return unwrapped_to_roi(values, frame, square).astype(np.float32)
+        return np.stack([place(values[..., c]) for c in range(values.shape[-1])], axis=-1)
+
+    return {p: place(np.asarray(v)) for p, v in arrays.items()}
 
 
 def _check_options(method: str, engine: str, randomisation: str, stage: int, batch_size: int) -> None:
@@ -362,6 +390,7 @@ class _Plan:
     modality: str
     examples: list[dict]
     frames: dict[str, RoiFrame]
+    unwrapped: dict[str, UnwrappedFrame]
     series: dict[tuple[str, str], tuple[Path, str | None]]
     truth_rows: dict[str, dict]
     cohort_dir: Path | None
@@ -389,13 +418,15 @@ def _plan(
     if not examples:
         raise ValueError(f"No patients to explain in {records_dir / modality} for cohorts={cohorts}.")
     image_size = int(examples[0][phases[0]].shape[0])
+    frames, unwrapped = _roi_frames(records_dir, modality, image_size)
     return _Plan(
         model=model,
         phases=phases,
         selected_idx=selected_idx,
         modality=modality,
         examples=examples,
-        frames=_roi_frames(records_dir, modality, image_size),
+        frames=frames,
+        unwrapped=unwrapped,
         series=_series_dirs(cohort_dir, modality) if cohort_dir is not None else {},
         truth_rows=_truth_rows(cohort_dir, modality) if cohort_dir is not None else {},
         cohort_dir=cohort_dir,

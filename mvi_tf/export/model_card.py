@@ -277,6 +277,19 @@ def _calibration_lines(calibration: dict[str, Any]) -> list[str]:
     return lines + ["", calibration["definitions"], *notes, ""]
 
 
+def image_input_text(schema: dict) -> str:
+    """What one phase's image input holds, for the ROI sampling the records were prepared with."""
+    prepare = schema.get("prepare_config") or {}
+    if prepare.get("sampling") == "unwrapped":
+        inner, outer = prepare.get("band_mm", ("?", "?"))
+        where = (f"the peritumoral band unwrapped along the tumour boundary (row i: the ray from the centroid of "
+                 f"the largest section at angle 2*pi*i/S; columns: {inner} to {outer} mm from the boundary)")
+    else:
+        where = "the square tumour ROI"
+    return (f"float32 (batch, S, S, 3) in [0, 1]: three contiguous axial slices of {where} after per-phase "
+            "windowing; ImageNet mean/std normalisation happens inside the model")
+
+
 def build_model_card(
     *,
     name: str,
@@ -301,8 +314,7 @@ def build_model_card(
         "modality": modality,
         "phases": list(phases),
         "image_size": int(image_size),
-        "image_input": "float32 (batch, S, S, 3) in [0, 1]: three contiguous axial slices of the tumour ROI after "
-        "per-phase windowing; ImageNet mean/std normalisation happens inside the model",
+        "image_input": image_input_text(schema),
         "tabular_features": list(run["selected"]),
         "tabular_encoding": tabular,
         "threshold": float(run["threshold"]),

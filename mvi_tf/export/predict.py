@@ -222,7 +222,8 @@ def prepare_config(contract: ModelContract):
     stored = dict(contract.schema.get("prepare_config") or {})
     kwargs: dict[str, Any] = {"phases": {contract.modality: tuple(contract.phases)}}
     kwargs["image_size"] = int(stored.get("image_size", contract.schema.get("image_size", contract.image_size)))
-    for key in ("margin_mm", "slice_spacing_mm", "context_factor", "spacing_tolerance_mm", "min_lesion_ml"):
+    for key in ("margin_mm", "slice_spacing_mm", "context_factor", "spacing_tolerance_mm", "min_lesion_ml",
+                "sampling", "band_mm"):
         if key in stored:
             kwargs[key] = stored[key]
     windows = (stored.get("windows") or {}).get(contract.modality)

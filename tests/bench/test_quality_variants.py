@@ -1,4 +1,4 @@
-"""Variants of the quality benchmark (another DICOM matrix or CT window) keep their entries apart."""
+"""Variants of the quality benchmark (another DICOM matrix, CT window or ROI sampling) keep their entries apart."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ def test_variant_folder_is_relative_to_the_mode_it_varies():
     assert quality._variant(dataclasses.replace(default, ct_window="hu", dicom_image_size_px=256)) == (
         "ct-hu-window/dicom-256px/")
     assert quality.fingerprint(default) != quality.fingerprint(dataclasses.replace(default, dicom_image_size_px=256))
+    unwrapped = dataclasses.replace(default, sampling="unwrapped")
+    assert quality._variant(unwrapped) == "unwrapped-roi/"
+    assert quality.fingerprint(unwrapped) != quality.fingerprint(default)
+
+
+def test_a_setting_added_later_leaves_the_finished_entries_fingerprint_alone(monkeypatch):
+    """The default's fingerprint is the hash of the settings without the later fields (as before they existed)."""
+    default = quality.QualitySettings()
+    without = {k: v for k, v in dataclasses.asdict(default).items() if k not in quality.LATER_SETTINGS}
+    monkeypatch.setattr(quality.dataclasses, "asdict", lambda settings: dict(without))
+    monkeypatch.setattr(quality, "LATER_SETTINGS", {})
+    before = quality.fingerprint(default)
+    monkeypatch.undo()
+    assert quality.fingerprint(default) == before
 
 
 def test_a_variant_neither_reads_nor_overwrites_the_default_table(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data_prep.geometry import RAS_TO_LPS, square_grid
+from data_prep.unwrap import UnwrappedFrame
 from mvi_tf.explain.placement import (
     RoiFrame,
     SliceGeometry,
@@ -13,6 +14,8 @@ from mvi_tf.explain.placement import (
     read_nifti_mask_in_roi,
     roi_to_slice,
     slice_to_roi,
+    unwrapped_display_frame,
+    unwrapped_to_roi,
     volume_to_roi,
 )
 
@@ -157,3 +160,26 @@ def test_read_nearest_slice_sorts_by_position_and_rescales(tmp_path):
     np.testing.assert_allclose(axial.pixels, 10.0)  # stored 1034, intercept -1024
     with pytest.raises(FileNotFoundError, match="not found"):
         read_nearest_slice(tmp_path / "missing", 0.0)
+
+
+def test_an_unwrapped_map_lands_on_its_rays_in_the_square_frame():
+    # A 10 mm round tumour at (4, -6) mm; band from 3 mm inside to 9 mm outside; 48 rays.
+    frame = UnwrappedFrame(4.0, -6.0, (10.0,) * 48, (-3.0, 9.0), (27.0, 30.0, 33.0))
+    square = unwrapped_display_frame(frame)
+    assert square.center_mm == (4.0, -6.0, 30.0) and square.size_px == 48
+    assert square.side_mm >= 2 * (10.0 + 9.0)
+    values = np.zeros((48, 48))
+    values[:6, 24:] = 1.0  # rays 0-5 (angles 0-45 degrees, +x towards +y), outer half of the band
+    placed = unwrapped_to_roi(values, frame, square)
+    assert placed.shape == (48, 48)
+    points = square.grid()
+    dx, dy = points[..., 0] - 4.0, points[..., 1] + 6.0
+    radius, angle = np.hypot(dx, dy), np.degrees(np.arctan2(dy, dx))
+    hot = placed > 0.5
+    assert hot.sum() > 10
+    assert np.all((angle[hot] > -4.0) & (angle[hot] < 45.0))
+    assert np.all((radius[hot] > 10.0 + 2.0) & (radius[hot] < 10.0 + 9.6))
+    # outside the band (the tumour's core, the corners) nothing is placed
+    assert np.all(placed[radius < 10.0 - 3.6] == 0.0) and np.all(placed[radius > 10.0 + 9.6] == 0.0)
+    with pytest.raises(ValueError, match="to match the unwrapped frame"):
+        unwrapped_to_roi(np.zeros((8, 8)), frame, square)

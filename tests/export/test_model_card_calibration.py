@@ -1,4 +1,5 @@
-"""The model card states the CDLM's calibration per split, the prospective cohort first (issue 17)."""
+"""The model card states the CDLM's calibration per split, the prospective cohort first (issue 17), and how its
+images were sampled."""
 
 from __future__ import annotations
 
@@ -59,3 +60,10 @@ def test_card_without_predictions_or_single_class(tmp_path):
     frame.to_csv(tmp_path / "run" / "predictions.csv", index=False)
     val = _card(tmp_path / "run")["calibration"]["val"]
     assert val["intercept"] is None and val["brier"] is not None and "undefined" in val["note"]
+
+
+def test_the_card_says_how_the_images_were_sampled():
+    square = model_card.image_input_text({"prepare_config": {"sampling": "square"}})
+    unwrapped = model_card.image_input_text({"prepare_config": {"sampling": "unwrapped", "band_mm": [-12.0, 18.0]}})
+    assert "square tumour ROI" in square and model_card.image_input_text({}) == square
+    assert "unwrapped along the tumour boundary" in unwrapped and "-12.0 to 18.0 mm" in unwrapped
