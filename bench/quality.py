@@ -38,7 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: identical (checked with the deterministic quick demo) does not discard the seeds gathered so far; a change of
 #: behaviour belongs in the modules below or must bump ``RECIPE_VERSION``.
 FINGERPRINT_SOURCES = ("mvi_tf/models", "mvi_tf/training", "mvi_tf/config.py")
-FINGERPRINT_EXCLUDED = ("mvi_tf/training/train.py", "mvi_tf/training/stacking_stage.py")
+FINGERPRINT_EXCLUDED = ("mvi_tf/training/train.py", "mvi_tf/training/stacking_stage.py",
+                        "mvi_tf/training/augment_unwrapped.py")
+#: Training sources only a sampling's records reach: part of that sampling's fingerprint, not of the others'.
+SAMPLING_SOURCES = {"unwrapped": ("mvi_tf/training/augment_unwrapped.py",)}
 #: Settings added after entries had been gathered, with their defaults (left out of the fingerprint when default).
 LATER_SETTINGS = {"sampling": "square"}
 #: Bump when the orchestration changes what is trained or on which patients.
@@ -80,15 +83,21 @@ def fingerprint(settings: QualitySettings) -> str:
             del fields[name]
     payload = {"settings": fields, "recipe_version": RECIPE_VERSION}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
+    for file in fingerprint_files(settings):
+        digest.update(str(file.relative_to(ROOT)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def fingerprint_files(settings: QualitySettings) -> list[Path]:
+    """The training sources an entry of ``settings`` depends on, in hashing order."""
+    files = []
     for source in FINGERPRINT_SOURCES:
         path = ROOT / source
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            if str(file.relative_to(ROOT)) in FINGERPRINT_EXCLUDED:
-                continue
-            digest.update(str(file.relative_to(ROOT)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:12]
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if str(file.relative_to(ROOT)) not in FINGERPRINT_EXCLUDED:
+                files.append(file)
+    return files + [ROOT / extra for extra in SAMPLING_SOURCES.get(settings.sampling, ())]
 
 
 def _auc(y, score) -> float | None:

@@ -293,6 +293,20 @@ def _split_and_select(cfg: Config, schema: dict[str, Any], data_dir: Path, modal
                    clinical, radiological, clinical_sel, radio_sel)
 
 
+def _augmentation(d, phases: Sequence[str], schema: dict):
+    """The augmentation that suits the records: the square ROI's flips, turns and shifts, or, for records of unwrapped
+    ROIs (``prepare --sampling unwrapped``), turns and reflections about the tumour (`augment_unwrapped`)."""
+    if (schema.get("prepare_config") or {}).get("sampling") == "unwrapped":
+        from mvi_tf.training.augment_unwrapped import UnwrappedAugmentation
+
+        log.info("unwrapped ROI records: augmentation turns and mirrors the rays about the tumour (the square ROI's "
+                 "flips, quarter turns, rotations and shifts are not used)")
+        return UnwrappedAugmentation(phases, d.intensity_jitter)
+    from mvi_tf.training.augment import Augmentation
+
+    return Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter, rot90=d.rot90)
+
+
 def _train(
     cfg: Config,
     data_dir: Path,
@@ -305,7 +319,6 @@ def _train(
 ) -> TrainResult:
     from mvi_tf import data as mvi_data
     from mvi_tf.models.cdlm import build_signature_model
-    from mvi_tf.training.augment import Augmentation
     from mvi_tf.training.distribute import barrier
     from mvi_tf.training.pipeline import class_weights, make_dataset, select_inputs
 
@@ -322,7 +335,7 @@ def _train(
 
     # ---- tf.data ---------------------------------------------------------------------------------------------
     ids_array = np.asarray(cohort.ids)
-    augmentation = Augmentation(phases, d.flip, d.rotation_deg, d.shift_fraction, d.intensity_jitter, rot90=d.rot90)
+    augmentation = _augmentation(d, phases, plan.schema)
     source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=True, seed=t.seed)
     train_examples = select_inputs(source, phases, tabular_index, resize, train_ids)
     val_source = mvi_data.read_examples(data_dir, modality, cohorts=["train"], shuffle_files=False)

@@ -18,6 +18,11 @@ def test_variant_folder_is_relative_to_the_mode_it_varies():
     unwrapped = dataclasses.replace(default, sampling="unwrapped")
     assert quality._variant(unwrapped) == "unwrapped-roi/"
     assert quality.fingerprint(unwrapped) != quality.fingerprint(default)
+    # The unwrapped records' augmentation is part of their entries' fingerprint only: square runs never use it.
+    module = quality.ROOT / "mvi_tf" / "training" / "augment_unwrapped.py"
+    assert module.is_file()
+    assert module in quality.fingerprint_files(unwrapped) and module not in quality.fingerprint_files(default)
+    assert quality.ROOT / "mvi_tf" / "training" / "augment.py" in quality.fingerprint_files(unwrapped)
 
 
 def test_a_setting_added_later_leaves_the_finished_entries_fingerprint_alone(monkeypatch):

@@ -8,6 +8,7 @@ import tensorflow as tf
 from training_records_fixture import write_tiny_records
 
 from mvi_tf.training.augment import Augmentation
+from mvi_tf.training.augment_unwrapped import UnwrappedAugmentation
 from mvi_tf.training.pipeline import (
     class_weights,
     make_dataset,
@@ -100,6 +101,46 @@ def test_quarter_turns_and_flips_reach_all_eight_symmetries_of_the_square():
     assert np.array_equal(plain(example, tf.constant([5, 3], tf.int64))["t2"].numpy(), base)
 
 
+def test_unwrapped_stacks_are_turned_and_mirrored_about_the_tumour_only():
+    """Rows are rays around the tumour, columns distances from its boundary: the augmentation may only shift the rays
+    circularly and reverse their order (turning and mirroring the patient), never move a column."""
+    rays, size = 12, 8
+    rng = np.random.default_rng(0)
+    base = rng.random((rays, size, 3)).astype(np.float32)
+    example = {"t2": tf.constant(base), "hepatobiliary": tf.constant(base[..., ::-1].copy()), "label": 1}
+    aug = UnwrappedAugmentation(["t2", "hepatobiliary"], intensity_jitter=0.0)
+    turns = {np.roll(base, k, axis=0).tobytes(): ("turn", k) for k in range(rays)}
+    mirrored = np.roll(base[::-1], 1, axis=0)  # ray i -> ray -i (mod S): ray 0 stays
+    turns.update({np.roll(mirrored, k, axis=0).tobytes(): ("mirror", k) for k in range(rays)})
+    seen = set()
+    for s in range(96):
+        out = aug(example, tf.constant([s, 7], tf.int64))
+        t2, hbp = out["t2"].numpy(), out["hepatobiliary"].numpy()
+        assert t2.tobytes() in turns  # exact: whole rays moved, columns and slices untouched
+        np.testing.assert_array_equal(hbp, t2[..., ::-1])  # one geometry for every phase
+        assert out["label"] == 1
+        seen.add(turns[t2.tobytes()])
+    assert len(seen) == 2 * rays  # every turn, mirrored or not
+    again = aug(example, tf.constant([5, 7], tf.int64))["t2"].numpy()
+    np.testing.assert_array_equal(again, aug(example, tf.constant([5, 7], tf.int64))["t2"].numpy())
+    jittered = UnwrappedAugmentation(["t2"], intensity_jitter=0.2)(example, tf.constant([1, 2], tf.int64))["t2"]
+    assert 0.0 <= float(tf.reduce_min(jittered)) and float(tf.reduce_max(jittered)) <= 1.0
+    with pytest.raises(ValueError, match="intensity_jitter must be in"):
+        UnwrappedAugmentation(["t2"], intensity_jitter=0.9)
+
+
+def test_training_picks_the_augmentation_of_the_records_sampling():
+    from mvi_tf.config import DataConfig
+    from mvi_tf.training.train import _augmentation
+
+    square = _augmentation(DataConfig(), ["t2"], {"prepare_config": {"sampling": "square"}})
+    assert isinstance(square, Augmentation) and square.rot90 and square.flip
+    assert isinstance(_augmentation(DataConfig(), ["t2"], {}), Augmentation)  # records written before sampling
+    unwrapped = _augmentation(DataConfig(), ["t2"], {"prepare_config": {"sampling": "unwrapped"}})
+    assert isinstance(unwrapped, UnwrappedAugmentation)
+    assert unwrapped.intensity_jitter == DataConfig().intensity_jitter
+
+
 def test_pipeline_from_tfrecords(tmp_path):
     from mvi_tf.data import read_examples
 
@@ -124,3 +165,14 @@ def test_pipeline_from_tfrecords(tmp_path):
     val = make_dataset(examples, ["portal"], batch_size=8, training=False)
     (vin, _vlabel), = list(val)
     assert vin["portal"].shape[0] == len(keep) and set(vin) == {"portal"}
+    # The unwrapped ROI's augmentation runs in the same graph-mode pipeline; it only moves whole rows.
+    turned = list(make_dataset(examples, ["arterial"], batch_size=8, training=True, seed=3,
+                               augmentation=UnwrappedAugmentation(["arterial"], intensity_jitter=0.0)))
+    (tin, _), = turned
+    (pin, _), = list(make_dataset(examples, ["arterial"], batch_size=8, training=False))
+
+    def rows(image):
+        return sorted(row.tobytes() for row in image)
+
+    assert tin["arterial"].shape == (len(keep), 48, 48, 3)
+    assert sorted(map(rows, tin["arterial"].numpy())) == sorted(map(rows, pin["arterial"].numpy()))
