@@ -16,6 +16,11 @@ within the plane; the ROI is treated as lying in the plane of the chosen slice.
 
 **Mask grid.** NIfTI volumes with a RAS affine (as written by ``nibabel``); LPS = RAS with x and y negated.
 
+**Unwrapped frame.** Records prepared with ``--sampling unwrapped`` (`data_prep.unwrap.UnwrappedFrame`): row ``i`` is
+the ray at angle ``2*pi*i/S`` from the tumour's centroid, column ``j`` a distance from the tumour boundary. Its maps
+are placed on a square display frame centred on the centroid that holds the whole band
+(`unwrapped_display_frame`, `unwrapped_to_roi`), and from there on as any ROI map.
+
 The forward mappings are data_prep's (:mod:`data_prep.geometry`: ``square_grid`` builds the ROI grid the model
 input was sampled on, ``pixel_points`` maps slice pixels to patient space), so a map is placed back with exactly
 the geometry the input was cut with; this module adds the inverses.
