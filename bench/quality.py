@@ -6,7 +6,9 @@ the radiological model, each signature's train / validation / prospective AUC, t
 phase, and the wall time. Each (modality, seed) result is written to ``bench/results/quality/`` the moment it
 finishes, with a fingerprint of the code and settings that produced it; a rerun skips finished entries of the same
 fingerprint, so the benchmark accumulates over several sittings. ``bench/results/quality.json`` and the
-"Model quality" section of BENCHMARKS.md combine the entries of the current fingerprint only.
+"Model quality" section of BENCHMARKS.md combine the entries of the current fingerprint only. Variants
+(``--sampling``, ``--ct-window``, ``--dicom-size``) keep their entries in their own folder and never enter that
+table; BENCHMARKS.md's variants section pairs each with the default seed by seed (:mod:`bench.quality_variants`).
 
 Every number comes from SYNTHETIC data. ``--quick`` runs the same code on a tiny cohort (a smoke test; its
 numbers mean nothing) and writes under its own output directory.
@@ -14,6 +16,7 @@ numbers mean nothing) and writes under its own output directory.
 Usage::
 
     python -m bench.quality [--seeds 0 1 2] [--modalities ct mri] [--quick] [--out bench/results]
+    python -m bench.quality --compare-only     # rewrite the variants section from the finished entries
 """
 
 from __future__ import annotations
@@ -372,12 +375,17 @@ def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str
 
 def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettings, benchmarks_md: Path | None,
                   variant: str = ""):
-    """``quality.json`` and the BENCHMARKS.md section; a variant writes ``quality/<variant>/summary.json`` and
-    leaves both alone (its figures are compared in the notes, not mixed into the default table)."""
+    """``quality.json`` and the BENCHMARKS.md section; a variant writes ``quality/<variant>/summary.json`` instead and
+    leaves both alone (its figures are never mixed into the default table). Either then rewrites BENCHMARKS.md's
+    variants section, which sets each variant beside the default seed by seed (:mod:`bench.quality_variants`)."""
+    from bench.quality_variants import write_variants_section
+
     doc = json.dumps({"fingerprint": fp, "settings": dataclasses.asdict(settings), "synthetic": True, **summary},
                      indent=2)
     if variant:
         (results / "quality" / variant / "summary.json").write_text(doc)
+        if benchmarks_md is not None:
+            write_variants_section(results, benchmarks_md)
         return
     (results / "quality.json").write_text(doc)
     if benchmarks_md is None:
@@ -390,6 +398,7 @@ def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettin
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     benchmarks_md.write_text(text)
+    write_variants_section(results, benchmarks_md)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -408,7 +417,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only rewrite BENCHMARKS.md's variants section from the finished entries (trains nothing)")
     args = parser.parse_args(argv)
+    if args.compare_only:
+        from bench.quality_variants import write_variants_section
+
+        write_variants_section(args.out or ROOT / "bench" / "results", args.benchmarks_md or ROOT / "BENCHMARKS.md")
+        return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = QualitySettings.quick() if args.quick else QualitySettings()
     settings = dataclasses.replace(base, ct_window=args.ct_window, sampling=args.sampling)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from bench import quality
+import numpy as np
+import pytest
+
+from bench import quality, quality_variants
 
 
 def test_variant_folder_is_relative_to_the_mode_it_varies():
@@ -49,6 +52,65 @@ def test_a_variant_neither_reads_nor_overwrites_the_default_table(tmp_path):
     md.write_text("# Benchmarks\n")
     variant = dataclasses.replace(quality.QualitySettings(), dicom_image_size_px=256)
     quality.write_outputs(results, {}, "abc", variant, md, "dicom-256px/")
-    assert not (results / "quality.json").exists() and md.read_text() == "# Benchmarks\n"
+    assert not (results / "quality.json").exists()
+    # Only the variants section is added (nothing to pair without a default table); no default table is written.
+    assert quality.SECTION_START not in md.read_text()
+    assert md.read_text().startswith("# Benchmarks\n") and quality_variants.VARIANTS_START in md.read_text()
+    assert "No variant has a finished entry yet." in md.read_text()
     assert json.loads((results / "quality" / "dicom-256px" / "summary.json").read_text())["settings"][
         "dicom_image_size_px"] == 256
+
+
+def _entry(fp, modality, seed, aucs, cdlm_scores):
+    labels = [0, 0, 0, 1, 1, 1]
+    return {"fingerprint": fp, "modality": modality, "seed": seed,
+            "auc": {m: {"prospective": v} for m, v in aucs.items()},
+            "prospective_predictions": {"patient_id": [f"P{i}" for i in range(6)], "label": labels,
+                                        "cdlm": cdlm_scores, "radiological": [0.5] * 6}}
+
+
+def _write_summary(path, fp, entries, settings):
+    summary = {"seeds": [e["seed"] for e in entries]}
+    for model in entries[0]["auc"]:
+        summary[model] = {"prospective_auc": [e["auc"][model]["prospective"] for e in entries]}
+    summary["signature_gap"] = {"signature_plain": [0.0] * len(entries)}
+    path.write_text(json.dumps({"fingerprint": fp, "settings": settings, "ct": summary}))
+
+
+def test_variants_section_pairs_each_variant_with_the_default_seed_by_seed(tmp_path):
+    """Seeds finished by both are paired (variant minus default), a seed only one has is left out, the two CDLMs
+    are tested on the same patients, and the default table around the section is kept."""
+    results, q = tmp_path / "results", tmp_path / "results" / "quality"
+    (q / "unwrapped-roi").mkdir(parents=True)
+    default = [_entry("d", "ct", 0, {"signature_plain": 0.60, "cdlm": 0.70}, [0.1, 0.2, 0.6, 0.5, 0.7, 0.8]),
+               _entry("d", "ct", 1, {"signature_plain": 0.62, "cdlm": 0.72}, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8])]
+    variant = [_entry("v", "ct", 1, {"signature_plain": 0.66, "cdlm": 0.71}, [0.6, 0.2, 0.1, 0.5, 0.7, 0.8]),
+               _entry("v", "ct", 2, {"signature_plain": 0.90, "cdlm": 0.90}, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8])]
+    for e in default:
+        (q / f"ct-seed{e['seed']}.json").write_text(json.dumps(e))
+    for e in variant:
+        (q / "unwrapped-roi" / f"ct-seed{e['seed']}.json").write_text(json.dumps(e))
+    settings = dataclasses.asdict(quality.QualitySettings())
+    _write_summary(results / "quality.json", "d", default, {k: v for k, v in settings.items() if k != "sampling"})
+    _write_summary(q / "unwrapped-roi" / "summary.json", "v", variant, {**settings, "sampling": "unwrapped"})
+
+    assert quality_variants.find_variants(results) == ["unwrapped-roi/"]
+    rows = quality_variants.pair_models(json.loads((results / "quality.json").read_text()),
+                                        json.loads((q / "unwrapped-roi" / "summary.json").read_text()), "ct")
+    assert [(r.model, r.seeds) for r in rows] == [("signature_plain", (1,)), ("cdlm", (1,))]
+    assert np.allclose(rows[0].differences, [0.04]) and rows[0].seeds_better == 1 and rows[1].seeds_better == 0
+
+    (test,) = quality_variants.cdlm_tests(quality.load_entries(results, "d"),
+                                          quality.load_entries(results, "v", "unwrapped-roi/"))
+    assert (test.seed, test.n, test.auc_default, test.auc_variant) == (1, 6, 1.0, pytest.approx(8 / 9))
+    assert test.z < 0
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text(f"# Benchmarks\n\n{quality.SECTION_START}\ndefault table\n{quality.SECTION_END}\n\nafter\n")
+    quality_variants.write_variants_section(results, md)
+    quality_variants.write_variants_section(results, md)  # rewritten in place, not appended twice
+    text = md.read_text()
+    assert text.count(quality_variants.VARIANTS_START) == 1 and "default table" in text and "after" in text
+    assert "sampling unwrapped (default square)" in text
+    assert "| CT | signature_plain | 1 | 0.620 | 0.660 | +0.040 | +0.040 | 1 of 1 |" in text
+    assert "CT seed 1 (n = 6) 0.889 vs 1.000" in text
