@@ -237,19 +237,41 @@ def unwrapped_display_frame(frame: UnwrappedFrame) -> RoiFrame:
                     frame.slice_z_mm[1])
 
 
+@dataclasses.dataclass(frozen=True)
+class UnwrappedPlacement:
+    """Where each pixel of a square frame falls in a patient's unwrapped frame: worked out once per patient, then
+    applied to each of its maps and image channels (:meth:`place`)."""
+
+    size_px: int
+    rows: np.ndarray
+    cols: np.ndarray
+
+    @classmethod
+    def between(cls, frame: UnwrappedFrame, roi: RoiFrame) -> UnwrappedPlacement:
+        rows, cols = frame.patient_to_pixel(roi.grid())
+        return cls(frame.size_px, rows, cols)
+
+    def place(self, values: np.ndarray) -> np.ndarray:
+        """An unwrapped ``(S, S)`` map or ``(S, S, C)`` image on the square frame: bilinear, periodic along the
+        rays, 0 where the square lies outside the band."""
+        values = np.asarray(values, dtype=np.float64)
+        s = self.size_px
+        if values.shape[:2] != (s, s) or values.ndim not in (2, 3):
+            raise ValueError(f"`values` must have shape ({s}, {s}) or ({s}, {s}, C) to match the unwrapped frame. "
+                             f"Received: values.shape={values.shape}")
+        if values.ndim == 3:
+            return np.stack([self.place(values[..., c]) for c in range(values.shape[-1])], axis=-1)
+        inside = (self.cols >= -0.5) & (self.cols <= s - 0.5)
+        padded = np.concatenate([values[-1:], values, values[:1]])  # the ray after the last is the first
+        sampled = ndimage.map_coordinates(padded, [self.rows + 1.0, np.clip(self.cols, 0, s - 1)], order=1,
+                                          mode="nearest")
+        return np.where(inside, sampled, 0.0)
+
+
 def unwrapped_to_roi(values: np.ndarray, frame: UnwrappedFrame, roi: RoiFrame) -> np.ndarray:
-    """Place an unwrapped ``(S, S)`` array (map or image channel) on a square frame: bilinear, periodic along the
-    rays, 0 where the square lies outside the band."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != (frame.size_px, frame.size_px):
-        raise ValueError(f"`values` must have shape ({frame.size_px}, {frame.size_px}) to match the unwrapped "
-                         f"frame. Received: values.shape={values.shape}")
-    rows, cols = frame.patient_to_pixel(roi.grid())
-    s = frame.size_px
-    inside = (cols >= -0.5) & (cols <= s - 0.5)
-    padded = np.concatenate([values[-1:], values, values[:1]])  # the ray after the last is the first
-    sampled = ndimage.map_coordinates(padded, [rows + 1.0, np.clip(cols, 0, s - 1)], order=1, mode="nearest")
-    return np.where(inside, sampled, 0.0)
+    """Place an unwrapped ``(S, S)`` array (map or image channel) or ``(S, S, C)`` image on a square frame (see
+    :meth:`UnwrappedPlacement.place`)."""
+    return UnwrappedPlacement.between(frame, roi).place(values)
 
 
 def slice_to_roi(slice_values: np.ndarray, geometry: SliceGeometry, roi: RoiFrame, order: int = 1) -> np.ndarray:

@@ -35,11 +35,11 @@ from mvi_tf.explain.gradcam import DEFAULT_STAGE, ENGINES, METHODS, compute_grad
 from mvi_tf.explain.overlays import save_patient_maps, save_patient_overlay
 from mvi_tf.explain.placement import (
     RoiFrame,
+    UnwrappedPlacement,
     read_nearest_slice,
     read_nifti_mask_in_roi,
     roi_to_slice,
     unwrapped_display_frame,
-    unwrapped_to_roi,
 )
 
 log = logging.getLogger(__name__)
@@ -324,9 +324,9 @@ def explain_run(
     overlay_dir, maps_dir = out_dir / "overlays", out_dir / "maps"
     for i, ex in enumerate(tqdm(examples, desc=f"explain {plan.modality}", unit="patient", disable=not progress)):
         pid = ex["patient_id"]
-        roi_maps = _shown(plan, pid, {p: maps[p][i] for p in phases})
-        rnd_maps = _shown(plan, pid, {p: random_maps[p][i] for p in phases})
-        ex = {**ex, **_shown(plan, pid, {p: ex[p] for p in phases})}
+        roi_maps, rnd_maps, images = _shown(plan, pid, {p: maps[p][i] for p in phases},
+                                            {p: random_maps[p][i] for p in phases}, {p: ex[p] for p in phases})
+        ex = {**ex, **images}
         slices, placed, sector = _explain_patient(plan, ex, roi_maps, rnd_maps, tolerance_mm, tally)
         subtitle = (f"{plan.explained['model']} P(MVI)={probabilities[i]:.2f}  "
                     f"label={'MVI+' if ex['label'] == 1 else 'MVI-'}  {method}")
@@ -350,20 +350,14 @@ def explain_run(
     return summary
 
 
-def _shown(plan: _Plan, pid: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Maps ``(S, S)`` or images ``(S, S, C)`` of one patient on the frame they are shown and scored on: unwrapped
-    ones placed on their square display frame, the others as they are."""
+def _shown(plan: _Plan, pid: str, *arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ...]:
+    """Maps ``(S, S)`` or images ``(S, S, C)`` of one patient (one dict per kind, keyed by phase) on the frame they
+    are shown and scored on: unwrapped ones placed on their square display frame, the others as they are."""
     frame = plan.unwrapped.get(pid)
     if frame is None:
         return arrays
-    square = plan.frames[pid]
-
-    def place(values: np.ndarray) -> np.ndarray:
-        if values.ndim == 2:
-            return unwrapped_to_roi(values, frame, square).astype(np.float32)
-        return np.stack([place(values[..., c]) for c in range(values.shape[-1])], axis=-1)
-
-    return {p: place(np.asarray(v)) for p, v in arrays.items()}
+    placement = UnwrappedPlacement.between(frame, plan.frames[pid])
+    return tuple({p: placement.place(v).astype(np.float32) for p, v in kind.items()} for kind in arrays)
 
 
 def _check_options(method: str, engine: str, randomisation: str, stage: int, batch_size: int) -> None:

@@ -10,6 +10,7 @@ from data_prep.unwrap import UnwrappedFrame
 from mvi_tf.explain.placement import (
     RoiFrame,
     SliceGeometry,
+    UnwrappedPlacement,
     read_nearest_slice,
     read_nifti_mask_in_roi,
     roi_to_slice,
@@ -183,3 +184,15 @@ def test_an_unwrapped_map_lands_on_its_rays_in_the_square_frame():
     assert np.all(placed[radius < 10.0 - 3.6] == 0.0) and np.all(placed[radius > 10.0 + 9.6] == 0.0)
     with pytest.raises(ValueError, match="to match the unwrapped frame"):
         unwrapped_to_roi(np.zeros((8, 8)), frame, square)
+    # An image's channels are placed one by one through the same placement (worked out once per patient).
+    image = np.stack([values, 2.0 * values, np.ones_like(values)], axis=-1)
+    placement = UnwrappedPlacement.between(frame, square)
+    placed_image = placement.place(image)
+    assert placed_image.shape == (48, 48, 3)
+    np.testing.assert_array_equal(placed_image[..., 0], placed)
+    np.testing.assert_array_equal(placed_image[..., 1], 2.0 * placed)
+    band = placed_image[..., 2]
+    np.testing.assert_allclose(band[(radius > 10.0 - 2.0) & (radius < 10.0 + 8.0)], 1.0)
+    assert np.all(band[radius > 10.0 + 9.6] == 0.0)
+    with pytest.raises(ValueError, match="Received: values.shape=\\(48, 48, 3, 1\\)"):
+        placement.place(image[..., None])

@@ -169,3 +169,41 @@ def test_a_cdlm_that_dropped_the_signatures_is_explained_through_the_fusion_mode
     assert "maps of the fusion model" in result.output
     maps = np.load(next((out / "maps").glob("*.npz")))
     assert any(np.abs(maps[f"roi_{p}"]).max() > 0 for p in phases)  # the fusion model's maps are not empty
+
+
+def test_maps_of_unwrapped_records_are_shown_around_the_tumour(study, tmp_path):
+    """Records cut along the tumour boundary (`prepare --sampling unwrapped`): each map and image is placed back
+    on a square display frame around the band, so the square's corners (outside the band) hold nothing, and the
+    maps are scored on the slice as usual."""
+    import keras
+
+    from data_prep.prepare import prepare_cohort
+    from mvi_tf.explain import explain_run
+    from mvi_tf.models.cdlm import build_cdlm
+
+    records = tmp_path / "records"
+    prepare_cohort(study["cohort"], records, image_size=SIZE, workers=1, progress=False, sampling="unwrapped")
+    schema = json.loads((records / "ct" / "schema.json").read_text())
+    assert schema["prepare_config"]["sampling"] == "unwrapped"
+    run = tmp_path / "run"
+    run.mkdir()
+    selected = schema["tabular"]["feature_names"][:2]
+    keras.utils.set_random_seed(0)
+    build_cdlm(schema["phases"], SIZE, n_tabular=len(selected), hidden_units=8).save(run / "cdlm.keras")
+    shutil.copy(records / "ct" / "schema.json", run / "schema.json")
+    (run / "feature_selection.json").write_text(json.dumps({"selected": selected}))
+
+    out = tmp_path / "explain"
+    summary = explain_run(run, records, out, cohort_dir=study["cohort"], cohorts=None, max_patients=3,
+                          progress=False)
+    assert summary["n_patients"] == 3
+    assert all(summary["localisation"]["per_phase"][p]["n"] >= 1 for p in summary["phases"])
+    corners = (slice(None, 2), slice(None, 2))
+    for path in sorted((out / "maps").glob("*.npz")):
+        arrays = np.load(path)
+        for phase in summary["phases"]:
+            for kind in ("roi", "random"):
+                placed = arrays[f"{kind}_{phase}"]
+                assert placed.shape == (SIZE, SIZE) and np.all(placed[corners] == 0.0), (path.stem, kind, phase)
+            assert np.isfinite(arrays[f"slice_{phase}"]).any()
+    assert len(list((out / "overlays").glob("*.png"))) == 3
