@@ -7,8 +7,9 @@ phase, and the wall time. Each (modality, seed) result is written to ``bench/res
 finishes, with a fingerprint of the code and settings that produced it; a rerun skips finished entries of the same
 fingerprint, so the benchmark accumulates over several sittings. ``bench/results/quality.json`` and the
 "Model quality" section of BENCHMARKS.md combine the entries of the current fingerprint only. Variants
-(``--sampling``, ``--ct-window``, ``--dicom-size``) keep their entries in their own folder and never enter that
-table; BENCHMARKS.md's variants section pairs each with the default seed by seed (:mod:`bench.quality_variants`).
+(``--sampling``, ``--ct-window``, ``--dicom-size``, ``--option``) keep their entries in their own folder and never
+enter that table; BENCHMARKS.md's variants section pairs each with the default seed by seed
+(:mod:`bench.quality_variants`).
 
 Every number comes from SYNTHETIC data. ``--quick`` runs the same code on a tiny cohort (a smoke test; its
 numbers mean nothing) and writes under its own output directory.
@@ -287,15 +288,36 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict,
 
 
 def _variant(settings: QualitySettings, base: QualitySettings | None = None) -> str:
-    """Sub-folder of a variant's entries ("" for the benchmark itself): another CT window or DICOM matrix than
-    ``base`` (the default settings, or the quick ones)."""
+    """Sub-folder of a variant's entries ("" for the benchmark itself): another CT window, DICOM matrix, ROI
+    sampling or training options than ``base`` (the default settings, or the quick ones)."""
     base = base or QualitySettings()
     parts = [] if settings.ct_window == "percentile" else [f"ct-{settings.ct_window}-window"]
     if settings.dicom_image_size_px != base.dicom_image_size_px:
         parts.append(f"dicom-{settings.dicom_image_size_px}px")
     if settings.sampling != base.sampling:
         parts.append(f"{settings.sampling}-roi")
+    base_options = dict(base.overrides)
+    changed = sorted((k, v) for k, v in settings.overrides if base_options.get(k, object()) != v)
+    if changed:
+        parts.append("_".join(f"{k.replace('_', '-')}-{v}" for k, v in changed))
     return "".join(f"{part}/" for part in parts)
+
+
+def parse_options(options: list[str], base: QualitySettings) -> tuple[tuple[str, Any], ...]:
+    """``NAME=VALUE`` training options (``mvi_tf.config`` keys; the value read as YAML) merged over ``base``'s own
+    overrides; an unknown option or a value the config rejects raises ``ValueError``."""
+    import yaml
+
+    from mvi_tf.config import Config
+
+    merged = dict(base.overrides)
+    for option in options:
+        name, sep, text = option.partition("=")
+        if not sep or not name:
+            raise ValueError(f"A training option must read NAME=VALUE. Received: {option!r}")
+        merged[name.strip()] = yaml.safe_load(text)
+    Config().override(**merged)
+    return tuple(merged.items())
 
 
 def _explained_model(entry: dict) -> str:
@@ -414,6 +436,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampling", choices=("square", "unwrapped"), default="square",
                         help="ROI sampling of the records: the paper's square ROI, or the peritumoral band unwrapped "
                              "along the tumour boundary (a variant when not square)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a training option (mvi_tf.config key, e.g. cross_fit_folds=5) for every run; a "
+                             "variant: its entries go to their own folder, paired with the default's by seed")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
@@ -427,7 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = QualitySettings.quick() if args.quick else QualitySettings()
-    settings = dataclasses.replace(base, ct_window=args.ct_window, sampling=args.sampling)
+    settings = dataclasses.replace(base, ct_window=args.ct_window, sampling=args.sampling,
+                                   overrides=parse_options(args.option, base))
     if not args.quick:
         settings = dataclasses.replace(settings, dicom_image_size_px=args.dicom_size)
     variant = _variant(settings, base)

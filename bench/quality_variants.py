@@ -116,7 +116,10 @@ def _settings_changed(default: dict[str, Any], variant: dict[str, Any]) -> str:
     from bench.quality import LATER_SETTINGS
 
     a, b = {**LATER_SETTINGS, **default.get("settings", {})}, variant.get("settings", {})
-    changed = [f"{k} {b[k]} (default {a[k]})" for k in sorted(b) if k in a and a[k] != b[k]]
+    changed = [f"{k} {b[k]} (default {a[k]})" for k in sorted(b) if k in a and a[k] != b[k] and k != "overrides"]
+    options, base_options = dict(map(tuple, b.get("overrides", []))), dict(map(tuple, a.get("overrides", [])))
+    changed += [f"training option {k} = {v} (default {base_options.get(k, 'as configured')})"
+                for k, v in options.items() if base_options.get(k, object()) != v]
     return ", ".join(changed) or "no setting differs"
 
 

@@ -28,6 +28,30 @@ def test_variant_folder_is_relative_to_the_mode_it_varies():
     assert quality.ROOT / "mvi_tf" / "training" / "augment.py" in quality.fingerprint_files(unwrapped)
 
 
+def test_training_options_make_a_variant_of_their_own():
+    """`--option NAME=VALUE` (a training config key) changes the fingerprint and the folder, so its entries never
+    overwrite the default's; a value equal to the base's own override is no variant at all."""
+    default, quick = quality.QualitySettings(), quality.QualitySettings.quick()
+    assert quality.parse_options([], default) == () and quality.parse_options([], quick) == quick.overrides
+    folds = dataclasses.replace(default, overrides=quality.parse_options(["cross_fit_folds=5"], default))
+    assert folds.overrides == (("cross_fit_folds", 5),)
+    assert quality._variant(folds) == "cross-fit-folds-5/"
+    assert quality.fingerprint(folds) != quality.fingerprint(default)
+    two = quality.parse_options(["cross_fit_folds=5", "learning_rate=0.0003"], default)
+    assert quality._variant(dataclasses.replace(default, overrides=two)) == "cross-fit-folds-5_learning-rate-0.0003/"
+    same = dataclasses.replace(quick, overrides=quality.parse_options(["batch_size=8"], quick))
+    assert quality._variant(same, quick) == "" and quality.fingerprint(same) == quality.fingerprint(quick)
+    assert quality._variant(dataclasses.replace(quick, overrides=quality.parse_options(["batch_size=4"], quick)),
+                            quick) == "batch-size-4/"
+    described = quality_variants._settings_changed({"settings": dataclasses.asdict(default)},
+                                                   {"settings": json.loads(json.dumps(dataclasses.asdict(folds)))})
+    assert described == "training option cross_fit_folds = 5 (default as configured)"
+    with pytest.raises(ValueError, match="cross_fitfolds"):
+        quality.parse_options(["cross_fitfolds=5"], default)
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        quality.parse_options(["cross_fit_folds"], default)
+
+
 def test_a_setting_added_later_leaves_the_finished_entries_fingerprint_alone(monkeypatch):
     """The default's fingerprint is the hash of the settings without the later fields (as before they existed)."""
     default = quality.QualitySettings()
