@@ -87,7 +87,13 @@ def _load_run(run_dir: Path):
     if ignores_images(model) and files.fusion_path.is_file():
         model = keras.models.load_model(files.fusion_path, compile=False)
         explained = {"model": "fusion", "note": CDLM_WITHOUT_IMAGES}
-        log.warning("explain: %s", CDLM_WITHOUT_IMAGES)
+        if ignores_images(model):
+            from mvi_tf.models.cdlm import set_stacking_weights
+
+            # In memory only: each phase's map is then its own signature network's.
+            set_stacking_weights(model, [1.0] * (len(model.inputs)), 0.0)
+            explained = {"model": EQUAL_WEIGHT_FUSION, "note": NEITHER_HEAD_USES_IMAGES}
+        log.warning("explain: %s", explained["note"])
     schema = files.schema()
     input_names = [t.name for t in model.inputs]
     phases = [n for n in input_names if n != TABULAR_INPUT]
@@ -111,15 +117,22 @@ def _load_run(run_dir: Path):
 CDLM_WITHOUT_IMAGES = (
     "the CDLM gives every signature zero weight (its stacking head dropped them), so its output does not depend "
     "on the images and its maps would be empty; the maps shown are the fusion model's, whose output does")
+EQUAL_WEIGHT_FUSION = "equal-weight fusion"
+NEITHER_HEAD_USES_IMAGES = (
+    "neither the CDLM nor the fusion model gives any signature a weight (out of fold the signatures added nothing), "
+    "so neither output depends on the images and both models' maps would be empty; the maps shown are those of the "
+    "fusion model with every signature weighted 1, i.e. each phase's map is its own signature network's")
+#: The signature-weight layer of each stacked model (:func:`mvi_tf.models.cdlm.build_stacked_model`).
+_SIGNATURE_LAYERS = {"cdlm": "cdlm_signature_dense", "fusion": "fusion_logit"}
 
 
 def ignores_images(model) -> bool:
-    """True when a stacked CDLM's weights on its signatures (layer ``cdlm_signature_dense``) are all zero."""
+    """True when a stacked CDLM's or fusion model's weights on its signatures are all zero."""
     try:
-        layer = model.get_layer("cdlm_signature_dense")
-    except ValueError:
+        layer = model.get_layer(_SIGNATURE_LAYERS[model.name])
+    except (KeyError, ValueError):
         return False
-    return bool(all(np.all(np.asarray(w) == 0.0) for w in layer.get_weights()))
+    return bool(np.all(np.asarray(layer.get_weights()[0]) == 0.0))
 
 
 def _text(value) -> str:

@@ -137,9 +137,10 @@ def test_cli_explain_selected_patients_with_gradcam_plus_plus(study):
     assert bad.exit_code != 0 and "NOPE-1" in bad.output
 
 
-def test_a_cdlm_that_dropped_the_signatures_is_explained_through_the_fusion_model(study, tmp_path):
+def test_a_cdlm_that_dropped_the_signatures_is_explained_through_a_model_that_uses_them(study, tmp_path):
     """A stacked CDLM whose head gave every signature zero weight ignores the images (its maps would be empty):
-    explain shows the fusion model's maps instead and says so in the summary and on the console."""
+    explain shows the fusion model's maps instead and says so in the summary and on the console; when the fusion
+    head dropped them as well, each signature network's own maps."""
     import keras
     from click.testing import CliRunner
 
@@ -169,6 +170,23 @@ def test_a_cdlm_that_dropped_the_signatures_is_explained_through_the_fusion_mode
     assert "maps of the fusion model" in result.output
     maps = np.load(next((out / "maps").glob("*.npz")))
     assert any(np.abs(maps[f"roi_{p}"]).max() > 0 for p in phases)  # the fusion model's maps are not empty
+
+    # When the fusion head dropped them too, neither model depends on the images: the maps shown are each
+    # signature network's own, i.e. those of the fusion model with every weight 1 (the one explained above).
+    set_stacking_weights(fusion, [0.0] * len(phases), -0.7)
+    assert ignores_images(fusion)
+    fusion.save(run / "fusion.keras")
+    out_both = tmp_path / "explain_both"
+    result = CliRunner().invoke(main, ["explain", "--run", str(run), "--data", str(study["records"]), "--out",
+                                       str(out_both), "--cohorts", "all", "--max-patients", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out_both / "explain_summary.json").read_text())
+    assert summary["explained_model"] == "equal-weight fusion" and "neither" in summary["explained_model_note"]
+    assert "maps of the equal-weight fusion model" in result.output
+    for path in sorted((out / "maps").glob("*.npz")):
+        before, after = np.load(path), np.load(out_both / "maps" / path.name)
+        for p in phases:
+            np.testing.assert_allclose(after[f"roi_{p}"], before[f"roi_{p}"], atol=1e-6)
 
 
 def test_maps_of_unwrapped_records_are_shown_around_the_tumour(study, tmp_path):
