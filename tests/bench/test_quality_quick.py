@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_quick_quality_benchmark_writes_fingerprinted_entries_and_resumes(tmp_path, caplog):
     from bench import quality
+    from mvi_tf.explain.run import EQUAL_WEIGHT_FUSION
 
     out = tmp_path / "results"
     summary = quality.main(["--quick", "--seeds", "0", "--modalities", "ct", "--work", str(tmp_path / "work"),
@@ -24,7 +25,7 @@ def test_quick_quality_benchmark_writes_fingerprinted_entries_and_resumes(tmp_pa
     assert set(doc["ct"]["sign_ceiling"]) == {"plain", "arterial", "portal"}
     assert doc["ct"]["explained_model"] == [entry_model := json.loads(
         (out / "quality" / "ct-seed0.json").read_text())["hit_rates"]["explained_model"]]
-    assert entry_model in ("cdlm", "fusion")
+    assert entry_model in ("cdlm", "fusion", EQUAL_WEIGHT_FUSION)
     entry = json.loads((out / "quality" / "ct-seed0.json").read_text())
     assert entry["fingerprint"] == doc["fingerprint"] == quality.fingerprint(quality.QualitySettings.quick())
     assert entry["stacking"]["cross_fit_folds"] == 2 and set(entry["hit_rates"]["per_phase"]) == {
