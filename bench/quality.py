@@ -17,7 +17,8 @@ numbers mean nothing) and writes under its own output directory.
 Usage::
 
     python -m bench.quality [--seeds 0 1 2] [--modalities ct mri] [--quick] [--out bench/results]
-    python -m bench.quality --compare-only     # rewrite the variants section from the finished entries
+    python -m bench.quality --no-train [--sampling ...]   # rewrite a summary and its tables from finished entries
+    python -m bench.quality --compare-only                # rewrite only the variants section
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def run_entry(modality: str, seed: int, cohort: Path, records: Path, work: Path,
         "stacking": stacking,
         "prospective_predictions": {
             "patient_id": pros["patient_id"].astype(str).tolist(), "label": pros["label"].astype(int).tolist(),
-            "cdlm": pros["cdlm"].round(6).tolist(), "radiological": pros["radiological"].round(6).tolist(),
+            **{m: pros[m].round(6).tolist() for m in models if m != "clinical"},
         },
         "wall_time_s": {"train": round(train_s, 1), "explain": round(explain_s, 1)},
         "selected_features": result.selected_features,
@@ -263,6 +264,7 @@ def summarise(entries: dict[tuple[str, int], dict], bayes: dict,
             **{m: {"prospective_auc": [r["auc"][m].get("prospective") for r in rows]} for m in models},
             "signature_gap": {m: [_gap(r["auc"][m]) for r in rows] for m in models if m.startswith("signature_")},
             "cdlm_vs_radiological": [r["cdlm_vs_radiological"] for r in rows],
+            "head_bound": [head_bound(r["prospective_predictions"]) for r in rows],
             "hit_rates": [r["hit_rates"] for r in rows],
             "explained_model": [_explained_model(r) for r in rows],
             "wall_time_s": [r["wall_time_s"] for r in rows],
@@ -330,6 +332,23 @@ def _explained_model(entry: dict) -> str:
     return "cdlm (without signatures: empty maps)" if dropped else "cdlm"
 
 
+def head_bound(predictions: dict[str, list]) -> float | None:
+    """What the best head could make of a run's signatures: the AUC of a logistic model of the CDLM's and every
+    signature's logit fitted on the prospective patients themselves (in sample, so optimistic). Below a target,
+    no stacking head can reach it with these signatures; only better branches can. None for entries written
+    before the signatures' predictions were kept."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    columns = ["cdlm"] + sorted(k for k in predictions if k.startswith("signature_"))
+    if len(columns) == 1:
+        return None
+    p = np.clip(np.column_stack([predictions[c] for c in columns]).astype(np.float64), 1e-6, 1 - 1e-6)
+    x, y = np.log(p / (1 - p)), np.asarray(predictions["label"], dtype=int)
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
+    return float(roc_auc_score(y, model.decision_function(x)))
+
+
 def _gap(auc: dict) -> float | None:
     if auc.get("train") is None or auc.get("val") is None:
         return None
@@ -378,6 +397,11 @@ def markdown(summary: dict[str, Any], fp: str, settings: QualitySettings) -> str
         tests = "; ".join(f"Δ {t['auc_difference']:+.3f}, z = {t['z']:.2f}, p = {t['p_value']:.3g}"
                           for t in block["cdlm_vs_radiological"])
         lines += ["", f"CDLM vs radiological (paired DeLong, per seed): {tests}.", ""]
+        bounds = block.get("head_bound", [])
+        if any(b is not None for b in bounds):
+            lines += ["Best any head could do with these signatures (logistic model of the CDLM's and the signatures' "
+                      "logits fitted on the prospective patients themselves, optimistic), per seed: "
+                      + ", ".join("n/a" if b is None else f"{b:.3f}" for b in bounds) + ".", ""]
         rates = [h["per_phase"] for h in block["hit_rates"] if h]
         if rates:
             phases = list(rates[0])
@@ -442,6 +466,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (cohort, records, runs)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--benchmarks-md", type=Path, default=None)
+    parser.add_argument("--no-train", action="store_true",
+                        help="train nothing: rewrite the summary and tables from the entries already finished")
     parser.add_argument("--compare-only", action="store_true",
                         help="only rewrite BENCHMARKS.md's variants section from the finished entries (trains nothing)")
     args = parser.parse_args(argv)
@@ -470,6 +496,9 @@ def main(argv: list[str] | None = None) -> dict:
         for modality in args.modalities:
             if (modality, seed) in entries:
                 log.info("%s seed %d: finished under fingerprint %s; skipped", modality, seed, fp)
+                continue
+            if args.no_train:
+                log.info("%s seed %d: not finished under fingerprint %s; not trained (--no-train)", modality, seed, fp)
                 continue
             entry = {"fingerprint": fp, **_run_entry_in_child(modality, seed, cohort, records, work, settings,
                                                                  variant)}
