@@ -336,12 +336,12 @@ def head_bound(predictions: dict[str, list]) -> float | None:
     """What the best head could make of a run's signatures: the AUC of a logistic model of the CDLM's and every
     signature's logit fitted on the prospective patients themselves (in sample, so optimistic). Below a target,
     no stacking head can reach it with these signatures; only better branches can. None for entries written
-    before the signatures' predictions were kept."""
+    before the signatures' predictions were kept, and for a prospective cohort of one class."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     columns = ["cdlm"] + sorted(k for k in predictions if k.startswith("signature_"))
-    if len(columns) == 1:
+    if len(columns) == 1 or len(set(predictions["label"])) < 2:
         return None
     p = np.clip(np.column_stack([predictions[c] for c in columns]).astype(np.float64), 1e-6, 1 - 1e-6)
     x, y = np.log(p / (1 - p)), np.asarray(predictions["label"], dtype=int)

@@ -115,6 +115,7 @@ def test_head_bound_is_what_the_best_head_makes_of_the_signatures():
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(labels, cdlm) == 0.75 and bound == 1.0
+    assert quality.head_bound({**predictions, "label": [1] * 8, "signature_arterial": signature}) is None
 
 
 def test_variants_section_pairs_each_variant_with_the_default_seed_by_seed(tmp_path):
