@@ -91,7 +91,7 @@ def _load_run(run_dir: Path):
             from mvi_tf.models.cdlm import set_stacking_weights
 
             # In memory only: each phase's map is then its own signature network's.
-            set_stacking_weights(model, [1.0] * (len(model.inputs)), 0.0)
+            set_stacking_weights(model, [1.0] * len(model.inputs), 0.0)
             explained = {"model": EQUAL_WEIGHT_FUSION, "note": NEITHER_HEAD_USES_IMAGES}
         log.warning("explain: %s", explained["note"])
     schema = files.schema()
