@@ -436,15 +436,20 @@ def write_outputs(results: Path, summary: dict, fp: str, settings: QualitySettin
     (results / "quality.json").write_text(doc)
     if benchmarks_md is None:
         return
+    write_section(benchmarks_md, SECTION_START, SECTION_END, markdown(summary, fp, settings))
+    write_variants_section(results, benchmarks_md)
+
+
+def write_section(benchmarks_md: Path, start: str, end: str, section: str) -> None:
+    """Replace the part of ``benchmarks_md`` from marker ``start`` to ``end`` by ``section`` (which carries both
+    markers), or append it; the rest of the file is left as it is."""
     text = benchmarks_md.read_text() if benchmarks_md.exists() else "# Benchmarks\n"
-    section = markdown(summary, fp, settings)
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + section + rest.split(SECTION_END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     benchmarks_md.write_text(text)
-    write_variants_section(results, benchmarks_md)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -70,8 +70,8 @@ def _image_models(block: dict[str, Any]) -> list[str]:
 
 
 def pair_models(default: dict[str, Any], variant: dict[str, Any], modality: str) -> list[PairedModel]:
-    """Per image-dependent model of ``modality`` (signatures, fusion, CDLM), the two summaries' prospective AUCs on
-    their common seeds; empty when the modality has no common seed."""
+    """Per image-dependent model of ``modality`` (signatures, fusion, CDLM) and for the bound on any head, the two
+    summaries' prospective AUCs on their common seeds; empty when the modality has no common seed."""
     a, b = default.get(modality), variant.get(modality)
     if not a or not b:
         return []
@@ -176,11 +176,6 @@ def variants_markdown(results: Path) -> str:
 
 def write_variants_section(results: Path, benchmarks_md: Path) -> None:
     """Replace (or append) the variants section of ``benchmarks_md``; the rest of the file is left as it is."""
-    text = benchmarks_md.read_text() if benchmarks_md.exists() else "# Benchmarks\n"
-    section = variants_markdown(results)
-    if VARIANTS_START in text and VARIANTS_END in text:
-        head, rest = text.split(VARIANTS_START, 1)
-        text = head + section + rest.split(VARIANTS_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    benchmarks_md.write_text(text)
+    from bench.quality import write_section
+
+    write_section(benchmarks_md, VARIANTS_START, VARIANTS_END, variants_markdown(results))

@@ -161,11 +161,14 @@ def test_a_cdlm_that_dropped_the_signatures_is_explained_through_a_model_that_us
     cdlm.save(run / "cdlm.keras")
     fusion.save(run / "fusion.keras")
 
+    def explain(out: Path):
+        result = CliRunner().invoke(main, ["explain", "--run", str(run), "--data", str(study["records"]), "--out",
+                                           str(out), "--cohorts", "all", "--max-patients", "2"])
+        assert result.exit_code == 0, result.output
+        return result, json.loads((out / "explain_summary.json").read_text())
+
     out = tmp_path / "explain"
-    result = CliRunner().invoke(main, ["explain", "--run", str(run), "--data", str(study["records"]), "--out",
-                                       str(out), "--cohorts", "all", "--max-patients", "2"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "explain_summary.json").read_text())
+    result, summary = explain(out)
     assert summary["explained_model"] == "fusion" and "zero weight" in summary["explained_model_note"]
     assert "maps of the fusion model" in result.output
     maps = np.load(next((out / "maps").glob("*.npz")))
@@ -177,10 +180,7 @@ def test_a_cdlm_that_dropped_the_signatures_is_explained_through_a_model_that_us
     assert ignores_images(fusion)
     fusion.save(run / "fusion.keras")
     out_both = tmp_path / "explain_both"
-    result = CliRunner().invoke(main, ["explain", "--run", str(run), "--data", str(study["records"]), "--out",
-                                       str(out_both), "--cohorts", "all", "--max-patients", "2"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out_both / "explain_summary.json").read_text())
+    result, summary = explain(out_both)
     assert summary["explained_model"] == "equal-weight fusion" and "neither" in summary["explained_model_note"]
     assert "maps of the equal-weight fusion model" in result.output
     for path in sorted((out / "maps").glob("*.npz")):
